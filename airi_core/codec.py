@@ -1,0 +1,164 @@
+"""Frame decoding and encoding: plain or superjson-wrapped JSON, envelope validation.
+
+Each frame is parsed exactly once. The decoded :class:`Event` keeps the sender's raw text so a
+routed event can be forwarded without re-encoding it per receiver (see :meth:`Event.forward_text`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import errors
+
+__all__ = ["Event", "DecodeError", "decode_frame", "dumps", "HEARTBEAT_FRAMES"]
+
+#: Raw text frames that are transport heartbeats, not events.
+HEARTBEAT_FRAMES = frozenset({"ping", "pong"})
+
+_decoder = json.JSONDecoder()
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, UTF-8 kept as is (the reference's JSON.stringify style)."""
+    return _encoder.encode(value)
+
+
+class DecodeError(Exception):
+    """A frame that is not an AIRI event; ``message`` is the exact protocol error text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Event:
+    """One decoded event, as a peer sent it.
+
+    ``raw`` is the frame text; ``wrapped`` tells whether it came superjson-wrapped. ``data``,
+    ``metadata`` and ``route`` are the validated envelope fields (``route`` is ``None`` when
+    absent). Plugins must treat an Event as read-only: the same object is seen by every hook.
+    """
+
+    __slots__ = ("type", "data", "metadata", "route", "raw", "wrapped", "body", "_plain", "_wrapped_text")
+
+    def __init__(
+        self,
+        type: str,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        route: dict[str, Any] | None,
+        raw: str,
+        wrapped: bool,
+        body: dict[str, Any],
+    ) -> None:
+        self.type = type
+        self.data = data
+        self.metadata = metadata
+        self.route = route
+        self.raw = raw
+        self.wrapped = wrapped
+        self.body = body
+        self._plain: str | None = None
+        self._wrapped_text: str | None = None
+
+    @property
+    def id(self) -> str | None:
+        """``metadata.event.id`` when the sender gave one (used as ``parentId`` of replies)."""
+        md = self.metadata
+        if md is None:
+            return None
+        ev = md.get("event")
+        if ev is None:
+            return None
+        value = ev.get("id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def source(self) -> dict[str, Any] | None:
+        """``metadata.source`` when present."""
+        md = self.metadata
+        return md.get("source") if md is not None else None
+
+    def forward_text(self, wrap: bool) -> str:
+        """The text to forward to receivers, computed once per event.
+
+        ``wrap=True`` (the default wire format): the sender's frame as written when it came
+        wrapped, else ``{"json": <raw>}``. ``wrap=False``: plain JSON; a wrapped frame is
+        re-encoded once.
+        """
+        if wrap:
+            text = self._wrapped_text
+            if text is None:
+                text = self.raw if self.wrapped else '{"json":' + self.raw + "}"
+                self._wrapped_text = text
+            return text
+        text = self._plain
+        if text is None:
+            text = dumps(self.body) if self.wrapped else self.raw
+            self._plain = text
+        return text
+
+
+def _as_text(frame: str | bytes) -> str:
+    if isinstance(frame, str):
+        return frame
+    try:
+        return bytes(frame).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(errors.invalid_json(f"frame is not valid UTF-8 ({exc.reason} at byte {exc.start})")) from None
+
+
+def decode_frame(frame: str | bytes) -> Event:
+    """Decode one text or binary frame into an :class:`Event`.
+
+    Raises :class:`DecodeError` carrying the exact PROTOCOL.md message: ``invalid JSON, error:
+    ...`` for text that does not parse, ``invalid event format`` for JSON that is not an event.
+    Heartbeat frames (``ping``/``pong``) must be filtered out before calling this.
+    """
+    text = _as_text(frame)
+    try:
+        obj = _decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(errors.invalid_json(str(exc))) from None
+    except RecursionError:
+        raise DecodeError(errors.invalid_json("nesting too deep")) from None
+    except ValueError as exc:  # e.g. integer string too long to convert
+        raise DecodeError(errors.invalid_json(str(exc))) from None
+    if type(obj) is not dict:
+        raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    wrapped = False
+    if "type" not in obj and "json" in obj:
+        obj = obj["json"]
+        wrapped = True
+        if type(obj) is not dict:
+            raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    etype = obj.get("type")
+    if type(etype) is not str or not etype:
+        raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    data = obj.get("data", _MISSING)
+    if data is _MISSING:
+        data = {}
+    elif type(data) is not dict:
+        raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    # A JSON null metadata/route/source/event reads as absent, as it does for the reference.
+    metadata = obj.get("metadata")
+    if metadata is not None:
+        if type(metadata) is not dict:
+            raise DecodeError(errors.INVALID_EVENT_FORMAT)
+        for key in ("event", "source"):
+            sub = metadata.get(key)
+            if sub is not None and type(sub) is not dict:
+                raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    route = obj.get("route")
+    if route is not None:
+        if type(route) is not dict:
+            raise DecodeError(errors.INVALID_EVENT_FORMAT)
+        dests = route.get("destinations", _MISSING)
+        if dests is not _MISSING and type(dests) is not list:
+            raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    return Event(etype, data, metadata, route, text, wrapped, obj)
+
+
+_MISSING: Any = object()

@@ -1,0 +1,255 @@
+"""``airi.toml``: one typed settings object, validated by pydantic before anything binds.
+
+Precedence, lowest first: defaults < ``airi.toml`` < the reference's environment variables <
+CLI flags. Every error names the file (or the variable/flag), the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "format_validation_error",
+    "ENV_VARS",
+    "LogLevel",
+    "LogFormat",
+]
+
+LogLevel = Literal["trace", "debug", "log", "warn", "error"]
+LogFormat = Literal["pretty", "json"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(6121, ge=0, le=65535)
+    path: str = "/ws"
+    instance_id: str | None = None
+    wire_format: Literal["superjson", "json"] = "superjson"
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    drain_timeout_ms: int = Field(5000, ge=0)
+
+    @model_validator(mode="after")
+    def _path_is_absolute(self) -> ServerConfig:
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        return self
+
+
+class AuthConfig(_Section):
+    token: SecretStr | None = None
+
+    @property
+    def secret(self) -> str:
+        """The configured token, or ``""`` when authentication is off."""
+        return self.token.get_secret_value() if self.token is not None else ""
+
+
+class LoggingConfig(_Section):
+    level: LogLevel = "log"
+    format: LogFormat = "pretty"
+    websocket_level: LogLevel | None = None
+    websocket_format: LogFormat | None = None
+
+
+class HeartbeatConfig(_Section):
+    read_timeout_ms: int = Field(60000, gt=0)
+    message: str = "\U0001f49b"
+    check_interval_ms: int | None = Field(None, gt=0)
+
+    @property
+    def interval_ms(self) -> int:
+        """The liveness check interval: configured, else ``max(5000, read_timeout_ms / 5)``."""
+        if self.check_interval_ms is not None:
+            return self.check_interval_ms
+        return max(5000, self.read_timeout_ms // 5)
+
+
+class PolicyConfig(_Section):
+    allow_plugins: list[str] = []
+    deny_plugins: list[str] = []
+    allow_labels: list[str] = []
+    deny_labels: list[str] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.allow_plugins or self.deny_plugins or self.allow_labels or self.deny_labels)
+
+
+class RoutingConfig(_Section):
+    allow_bypass: bool = True
+    policy: PolicyConfig = PolicyConfig()
+
+
+class PluginsConfig(BaseModel):
+    """``[plugins]``: which plugins run, in which order, and ``[plugins.<name>]`` tables."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    disable: list[str] = []
+    load: list[str] | None = None
+    order: list[str] = []
+    fail_on_error: bool = False
+    hook_timeout_ms: int = Field(10000, gt=0)
+
+    @model_validator(mode="after")
+    def _extra_are_tables(self) -> PluginsConfig:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"'{key}' is not a known [plugins] key; per-plugin settings go in a table [plugins.{key}]"
+                )
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The raw ``[plugins.<name>]`` table (empty when absent)."""
+        value = (self.model_extra or {}).get(name)
+        return dict(value) if isinstance(value, dict) else {}
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in (self.model_extra or {}).items() if isinstance(v, dict)}
+
+
+class Settings(_Section):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    logging: LoggingConfig = LoggingConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    routing: RoutingConfig = RoutingConfig()
+    plugins: PluginsConfig = PluginsConfig()
+
+
+class ConfigError(Exception):
+    """An invalid configuration; ``str()`` is the complete message for the user."""
+
+
+#: The reference's environment variables and the key each one sets.
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "SERVER_INSTANCE_ID": ("server", "instance_id"),
+    "AUTHENTICATION_TOKEN": ("auth", "token"),
+    "LOG_LEVEL": ("logging", "level"),
+    "LOG_FORMAT": ("logging", "format"),
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+}
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _describe_input(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(
+    err: ValidationError,
+    origin: str,
+    sources: Mapping[tuple[str, ...], str] | None = None,
+    prefix: tuple[str, ...] = (),
+    secret_paths: frozenset[tuple[str, ...]] = frozenset({("auth", "token")}),
+) -> str:
+    """Render a pydantic error as ``<origin>: <key.path>: <what was expected> (got ...)`` lines.
+
+    ``sources`` maps key paths set from elsewhere (environment, flags) to their name, so the
+    message names where the bad value came from. Secret values are never echoed.
+    """
+    lines = []
+    for item in err.errors():
+        loc = prefix + tuple(str(p) for p in item["loc"])
+        where = origin
+        if sources:
+            for path, name in sources.items():
+                if loc[: len(path)] == path:
+                    where = name
+                    break
+        key = ".".join(loc) if loc else "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        shown = "" if loc[: 2] in secret_paths or item["type"] == "extra_forbidden" else f" (got {_describe_input(item.get('input'))})"
+        lines.append(f"{where}: {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read one TOML file, turning every failure into a :class:`ConfigError` naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, ...], tuple[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings: ``path`` (None = no file) < ``env`` (default ``os.environ``) < ``overrides``.
+
+    ``overrides`` maps a key path to ``(source name, value)``, e.g.
+    ``{("server", "port"): ("--port", 7000)}``.
+    """
+    origin = str(path) if path is not None else "defaults"
+    raw: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    sources: dict[tuple[str, ...], str] = {}
+    environ = os.environ if env is None else env
+    for var, key in ENV_VARS.items():
+        value = environ.get(var)
+        if value is None:
+            continue
+        if var == "AUTHENTICATION_TOKEN" and value == "":
+            _set(raw, key, None)  # empty = auth off, as in the reference
+        elif value == "":
+            continue
+        else:
+            _set(raw, key, value)
+        sources[key] = f"environment variable {var}"
+    for key, (name, value) in (overrides or {}).items():
+        if value is None:
+            continue
+        _set(raw, key, value)
+        sources[key] = name
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin, sources)) from None
+
+
+def default_config_path(cwd: Path | None = None) -> Path | None:
+    """``./airi.toml`` when it exists, else None (run on defaults)."""
+    candidate = (cwd or Path.cwd()) / "airi.toml"
+    return candidate if candidate.is_file() else None

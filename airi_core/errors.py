@@ -1,0 +1,35 @@
+"""The exact error strings of the AIRI protocol.
+
+Clients classify server errors by these strings (the JS SDK reconnects on ``not authenticated``,
+for example), so they are part of the wire contract: never reword them.
+"""
+
+from __future__ import annotations
+
+INVALID_EVENT_FORMAT = "invalid event format"
+INVALID_TOKEN = "invalid token"
+MUST_AUTHENTICATE_BEFORE_ANNOUNCING = "must authenticate before announcing"
+MODULE_ANNOUNCE_IDENTITY_INVALID = (
+    "module identity must include kind=plugin and a plugin id for event 'module:announce'"
+)
+MODULE_ANNOUNCE_INDEX_INVALID = (
+    "the field 'index' must be a non-negative integer for event 'module:announce'"
+)
+MODULE_ANNOUNCE_NAME_INVALID = (
+    "the field 'name' must be a non-empty string for event 'module:announce'"
+)
+MODULE_CONSUMER_EVENT_INVALID = (
+    "the field 'event' must be a non-empty string for event consumer registration"
+)
+MODULE_NOT_FOUND = "module not found, it hasn't announced itself or the name is incorrect"
+NO_CONSUMER_REGISTERED = "no consumer registered for requested event delivery"
+NOT_AUTHENTICATED = "not authenticated"
+UI_CONFIGURE_MODULE_INDEX_INVALID = (
+    "the field 'moduleIndex' must be a non-negative integer for event 'ui:configure'"
+)
+UI_CONFIGURE_MODULE_NAME_INVALID = "the field 'moduleName' can't be empty for event 'ui:configure'"
+
+
+def invalid_json(parser_message: str) -> str:
+    """The ``invalid JSON`` error text for a parser's message."""
+    return f"invalid JSON, error: {parser_message}"

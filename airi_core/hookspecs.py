@@ -1,0 +1,204 @@
+"""The hooks an AIRI hub plugin may implement: the public API for extension authors.
+
+A plugin is a module or a class (instantiated once per hub) whose functions carry the
+``@airi_core.hookimpl`` marker and are registered under the ``airi.plugins`` entry-point group::
+
+    # pyproject.toml of your distribution
+    [project.entry-points."airi.plugins"]
+    drop-typing = "my_package.plugin:DropTyping"
+
+Every hook receives the :class:`~airi_core.hub.Hub` as ``hub``; only declare the arguments you use
+(pluggy passes arguments by name). Hooks marked *may be async* can be ``async def``: the core
+awaits them (with ``[plugins] hook_timeout_ms`` as the limit). ``airi_route`` and
+``airi_config_model`` must be plain functions: routing is the per-message hot path.
+
+Result rules: a *first-result* hook is asked plugin by plugin (in pluggy order, ``tryfirst`` /
+``trylast`` honoured; route hooks in the ``[plugins] order`` of ``airi.toml``) until one returns a
+value other than ``None``. Other hooks call every implementation and ignore return values.
+
+If an implementation raises, the core logs the plugin and hook by name, the peer whose frame was
+being handled gets an ``error`` event, and the hub carries on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .codec import Event
+    from .decisions import Accept, Reject, RouteDecision
+    from .hub import Hub
+    from .peer import Peer
+    from .routing import Announcement, RouteContext
+
+PROJECT = "airi"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(firstresult=True)
+def airi_config_model() -> type[BaseModel] | None:  # type: ignore[empty-body]
+    """Declare the pydantic model that validates this plugin's ``[plugins.<name>]`` table.
+
+    Called once per plugin at load time, before the server binds. Return a model class (use
+    ``model_config = ConfigDict(extra="forbid")`` to reject unknown keys) or ``None`` for a plugin
+    without settings. The validated instance is then available as ``hub.plugin_config(name)``;
+    an invalid table stops ``airi serve`` with exit status 2 and the key path.
+
+    Example::
+
+        class Settings(BaseModel):
+            drop_types: list[str] = []
+
+        @hookimpl
+        def airi_config_model():
+            return Settings
+    """
+
+
+@hookspec
+def airi_startup(hub: Hub) -> Any:
+    """The hub is about to accept connections (may be async).
+
+    Start timers or open resources here; everything started must stop in :func:`airi_shutdown`.
+    Nothing is returned.
+    """
+
+
+@hookspec
+def airi_shutdown(hub: Hub) -> Any:
+    """The hub is stopping, after every peer was closed and de-announced (may be async)."""
+
+
+@hookspec
+def airi_peer_connected(hub: Hub, peer: Peer) -> Any:
+    """A WebSocket connection was accepted on the hub's path (may be async).
+
+    Called before the connect-time :func:`airi_authenticate`. The peer is registered but not yet
+    authenticated. Nothing is returned.
+    """
+
+
+@hookspec
+def airi_peer_disconnected(hub: Hub, peer: Peer, reason: str) -> Any:
+    """``peer`` left: its socket closed (``reason`` = ``connection closed``) or the hub dropped it
+    (``heartbeat expired``, ``send failed``, ``server shutdown``, ...). May be async.
+
+    The peer is already removed from ``hub.registry`` but ``peer.name``, ``peer.index`` and
+    ``peer.identity`` still describe what it had announced (``peer.announced`` tells whether it
+    had). The built-in ``registry`` plugin broadcasts ``module:de-announced`` from here.
+    """
+
+
+@hookspec(firstresult=True)
+def airi_authenticate(hub: Hub, peer: Peer, token: str | None, event: Event | None) -> Accept | Reject | None:
+    """Decide whether ``peer`` is authenticated (first result, may be async).
+
+    Called twice in a peer's life: once right after it connects with ``token=None`` and
+    ``event=None`` (a plugin may accept from the handshake alone; the built-in ``auth`` plugin
+    accepts here when no token is configured), and on each ``module:authenticate`` event with the
+    ``data.token`` sent (``""`` when missing or not a string).
+
+    Return :data:`~airi_core.ACCEPT` to accept (the core sends ``module:authenticated`` and runs
+    :func:`airi_peer_authenticated`), a :class:`~airi_core.Reject` to refuse (the core sends the
+    error, e.g. ``invalid token``), or ``None`` to let the next plugin decide. When every plugin
+    returns ``None``: at connect time the peer stays unauthenticated; on ``module:authenticate``
+    it is refused with ``invalid token``.
+
+    Example (accept a second, read-only token)::
+
+        @hookimpl(tryfirst=True)
+        def airi_authenticate(token):
+            if token is not None and hmac.compare_digest(token, "viewer-secret"):
+                return ACCEPT
+    """
+
+
+@hookspec
+def airi_peer_authenticated(hub: Hub, peer: Peer, parent_id: str | None) -> Any:
+    """``peer`` was just accepted; ``module:authenticated`` has been sent (may be async).
+
+    ``parent_id`` is the ``metadata.event.id`` of the ``module:authenticate`` event (None at
+    connect time). The built-in ``registry`` plugin sends the registry sync from here.
+    """
+
+
+@hookspec(firstresult=True)
+def airi_announce(hub: Hub, peer: Peer, announcement: Announcement, event: Event) -> Accept | Reject | None:
+    """A ``module:announce`` passed the protocol checks (first result, may be async).
+
+    The core has already validated ``name``, ``index`` and ``identity`` and refused
+    unauthenticated peers when a token is configured. Return a :class:`~airi_core.Reject` to
+    refuse the announcement with an error, :data:`~airi_core.ACCEPT` when the announcement has
+    been handled, or ``None`` to pass it on. The built-in ``registry`` plugin (``trylast``)
+    registers the module and broadcasts ``module:announced`` and the registry sync.
+    """
+
+
+@hookspec
+def airi_heartbeat(hub: Hub, peer: Peer, kind: str, message: str | None, event: Event | None) -> Any:
+    """A heartbeat arrived (may be async; every implementation is called).
+
+    ``kind`` is ``"ping"`` or ``"pong"``. ``event`` is the ``transport:connection:heartbeat``
+    event, or ``None`` for a raw ``ping``/``pong`` text frame (which must never be answered with
+    an error). Called before authentication too. The built-in ``heartbeat`` plugin answers pings
+    with a pong. Liveness itself is updated by the core on every frame.
+    """
+
+
+@hookspec
+def airi_peer_health_changed(hub: Hub, peer: Peer, healthy: bool, reason: str) -> Any:
+    """``peer.healthy`` flipped (``reason`` e.g. ``heartbeat late``). Not async.
+
+    The built-in ``registry`` plugin broadcasts ``registry:modules:health:(un)healthy``.
+    """
+
+
+@hookspec(firstresult=True)
+def airi_event(hub: Hub, peer: Peer, event: Event) -> Accept | Reject | None:
+    """Claim and handle an event type that is not authentication, announce or heartbeat (first
+    result, may be async).
+
+    Called for every such event, authenticated sender or not, before routing. Return
+    :data:`~airi_core.ACCEPT` when you handled it (routing is skipped), a
+    :class:`~airi_core.Reject` to answer the sender with an error (routing is skipped), or
+    ``None`` to leave it to the next plugin and finally to routing. Built-ins claim
+    ``ui:configure`` and ``module:consumer:register`` / ``unregister`` here.
+
+    Example::
+
+        @hookimpl
+        def airi_event(hub, peer, event):
+            if event.type == "debug:whoami":
+                hub.send(peer, "debug:you", {"id": peer.id}, parent_id=event.id)
+                return ACCEPT
+    """
+
+
+@hookspec(firstresult=True)
+def airi_route(hub: Hub, ctx: RouteContext) -> RouteDecision | None:
+    """Decide where an authenticated peer's event goes (first result, must NOT be async).
+
+    Route plugins are consulted in the ``[plugins] order`` of ``airi.toml`` (then the rest in
+    their default order: ``bypass``, ``policy``, ``destinations``, third-party plugins,
+    ``consumers``). Each may narrow the candidates with ``ctx.add_filter(predicate)`` and return
+    ``None`` to go on, or end the chain with :class:`~airi_core.Drop` (nobody; optionally an error
+    to the sender), :class:`~airi_core.Targets` (exactly these peers) or
+    :data:`~airi_core.BROADCAST` (every candidate). No decision at all means broadcast. In every
+    case the core delivers only to authenticated peers other than the sender that pass every
+    filter added, then forwards the sender's frame without re-encoding it.
+
+    Keep this cheap: it runs for every routed message.
+
+    Example (drop typing indicators)::
+
+        @hookimpl
+        def airi_route(ctx):
+            if ctx.event.type == "input:typing":
+                return Drop("typing indicators are off")
+    """

@@ -1,0 +1,486 @@
+"""The hub: transport, the core event loop, and the small API plugins use to talk to peers.
+
+frame in -> liveness -> decode once -> dispatch by type:
+``module:authenticate`` -> ``airi_authenticate``; ``module:announce`` -> ``airi_announce``;
+heartbeats -> ``airi_heartbeat``; anything else -> ``airi_event`` (a plugin may claim it) else
+``airi_route`` -> the core delivers the sender's frame to the chosen peers.
+The core knows no policy: every behaviour of the protocol is a plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from pydantic import BaseModel
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import __version__, errors
+from .codec import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps
+from .config import Settings
+from .decisions import Accept, Broadcast, Drop, Reject, Targets
+from .peer import Peer
+from .plugins import HookDispatcher, PluginError, PluginSet, discover_plugins
+from .registry import PeerRegistry
+from .routing import Announcement, RouteContext
+
+__all__ = ["Hub", "SERVER_PLUGIN_ID"]
+
+SERVER_PLUGIN_ID = "proj-airi:server-runtime"
+_HEARTBEAT_BYTES = frozenset(f.encode() for f in HEARTBEAT_FRAMES)
+_MISSING: Any = object()
+
+
+def new_id() -> str:
+    """A fresh random event/instance id (URL-safe, 21 characters like nanoid)."""
+    return secrets.token_urlsafe(16)[:21]
+
+
+class Hub:
+    """One AIRI hub instance: it owns its registry, its plugins and its server socket.
+
+    Plugins receive it as ``hub`` and use: :attr:`registry`, :attr:`settings`,
+    :meth:`plugin_config`, :meth:`send`, :meth:`send_error`, :meth:`broadcast`, :meth:`deliver`,
+    :meth:`metadata`, :meth:`set_health`, :meth:`disconnect` and :attr:`log`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        plugins: PluginSet | None = None,
+        *,
+        extra_plugins: Iterable[tuple[str, Any]] = (),
+        use_entry_points: bool = True,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.instance_id = self.settings.server.instance_id or new_id()
+        self.version = __version__
+        self.registry = PeerRegistry()
+        self.plugins = plugins or discover_plugins(
+            self.settings, extra=extra_plugins, use_entry_points=use_entry_points
+        )
+        self.pm = self.plugins.pm
+        self.hooks = HookDispatcher(
+            self.pm, self.settings.plugins.hook_timeout_ms / 1000, self.settings.plugins.order
+        )
+        self.wrap = self.settings.server.wire_format == "superjson"
+        self.log = logging.getLogger("airi")
+        self.wslog = logging.getLogger("airi.websocket")
+        self.stats: dict[str, int] = {
+            "connections": 0,
+            "frames_in": 0,
+            "events_routed": 0,
+            "messages_out": 0,
+            "errors_sent": 0,
+            "plugin_errors": 0,
+        }
+        self._source = {
+            "kind": "plugin",
+            "plugin": {"id": SERVER_PLUGIN_ID, "version": self.version},
+            "id": self.instance_id,
+        }
+        self._server: Server | None = None
+        self._closing = False
+        self._stopped = asyncio.Event() if _has_loop() else None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- plugin-facing API ----------------------------------------------------------------------
+    def plugin_config(self, name: str) -> BaseModel | None:
+        """The validated ``[plugins.<name>]`` settings of plugin ``name`` (None if it has no model)."""
+        return self.plugins.configs.get(name)
+
+    def metadata(self, parent_id: str | None = None) -> dict[str, Any]:
+        """Server metadata for an event the hub originates: its source and a fresh event id,
+        with ``parentId`` when the event answers another one."""
+        event: dict[str, Any] = {"id": new_id()}
+        if parent_id is not None:
+            event["parentId"] = parent_id
+        return {"source": self._source, "event": event}
+
+    def encode(self, type: str, data: Any, parent_id: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """The wire text of a server-built event (superjson-wrapped unless ``wire_format = "json"``)."""
+        event = {"type": type, "data": data, "metadata": metadata if metadata is not None else self.metadata(parent_id)}
+        return dumps({"json": event}) if self.wrap else dumps(event)
+
+    def send(self, peer: Peer, type: str, data: Any, parent_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        """Send one server-originated event to ``peer`` (no-op if its socket is gone)."""
+        self._write((peer,), self.encode(type, data, parent_id, metadata))
+
+    def send_error(self, peer: Peer, message: str, parent_id: str | None = None) -> None:
+        """Send ``error {message}`` to ``peer``; use the exact strings of :mod:`airi_core.errors`."""
+        self.stats["errors_sent"] += 1
+        self.wslog.debug("error to %s: %s", peer.display, message)
+        self.send(peer, "error", {"message": message}, parent_id)
+
+    def broadcast(
+        self,
+        type: str,
+        data: Any,
+        parent_id: str | None = None,
+        *,
+        exclude: Peer | None = None,
+    ) -> None:
+        """Send one server-originated event to every authenticated peer (but ``exclude``),
+        encoded once."""
+        text = self.encode(type, data, parent_id)
+        self._write([p for p in self.registry.authenticated() if p is not exclude], text)
+
+    def deliver(self, peers: Iterable[Peer], text: str) -> int:
+        """Write ``text`` to each peer without awaiting any socket; returns how many were open."""
+        return self._write(peers, text)
+
+    def _write(self, peers: Iterable[Peer], text: str) -> int:
+        conns = [p.conn for p in peers if p.conn is not None and not p.closed]
+        if conns:
+            broadcast(conns, text)
+            self.stats["messages_out"] += len(conns)
+        return len(conns)
+
+    def set_health(self, peer: Peer, healthy: bool, reason: str) -> None:
+        """Flip ``peer.healthy`` and tell the plugins (``airi_peer_health_changed``)."""
+        if peer.healthy == healthy:
+            return
+        peer.healthy = healthy
+        self.wslog.debug("peer %s is now %s (%s)", peer.display, "healthy" if healthy else "unhealthy", reason)
+        try:
+            self.hooks.each("airi_peer_health_changed", self, peer, healthy, reason)
+        except PluginError as exc:
+            self._plugin_failed(exc, None, None)
+
+    def disconnect(self, peer: Peer, reason: str, code: int = 1000) -> None:
+        """Drop ``peer``: de-announce it with ``reason`` now and close its socket with ``code``."""
+        if peer not in self.registry:
+            return
+        self.wslog.info("dropping %s: %s", peer.display, reason, extra={"peer": peer.id})
+        self._spawn(self._drop(peer, reason))
+        if peer.conn is not None:
+            self._spawn(peer.conn.close(code, reason[:120]))
+
+    # -- internals --------------------------------------------------------------------------------
+    def _spawn(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _plugin_failed(self, exc: PluginError, peer: Peer | None, event: Event | None) -> None:
+        self.stats["plugin_errors"] += 1
+        self.log.error(
+            "plugin '%s' failed in %s%s: %s: %s",
+            exc.plugin,
+            exc.hook,
+            f" handling '{event.type}' from {peer.display}" if event is not None and peer is not None else "",
+            type(exc.error).__name__,
+            exc.error,
+            exc_info=exc.error if self.log.isEnabledFor(logging.DEBUG) else None,
+        )
+        if peer is not None and not peer.closed:
+            self.send_error(peer, f"plugin '{exc.plugin}' failed in {exc.hook}", event.id if event else None)
+
+    async def _drop(self, peer: Peer, reason: str) -> None:
+        if not self.registry.remove(peer):
+            return
+        peer.closed = True
+        try:
+            res = self.hooks.each("airi_peer_disconnected", self, peer, reason)
+            if res is not None:
+                await res
+        except PluginError as exc:
+            self._plugin_failed(exc, None, None)
+
+    async def _accept(self, peer: Peer, parent_id: str | None) -> None:
+        self.registry.mark_authenticated(peer)
+        self.send(peer, "module:authenticated", {"authenticated": True}, parent_id)
+        res = self.hooks.each("airi_peer_authenticated", self, peer, parent_id)
+        if res is not None:
+            await res
+
+    # -- the core loop ----------------------------------------------------------------------------
+    def on_frame(self, peer: Peer, frame: str | bytes) -> Awaitable[None] | None:
+        """Handle one frame from ``peer``. Returns an awaitable when an async hook is involved;
+        replies to one peer therefore go out in the order its frames came in."""
+        self.stats["frames_in"] += 1
+        peer.last_seen = time.monotonic()
+        peer.missed_checks = 0
+        if not peer.healthy:
+            self.set_health(peer, True, "activity")
+        if frame in HEARTBEAT_FRAMES or frame in _HEARTBEAT_BYTES:
+            kind = frame if isinstance(frame, str) else frame.decode()
+            return self._guard(peer, None, lambda: self.hooks.each("airi_heartbeat", self, peer, kind, None, None))
+        try:
+            event = decode_frame(frame)
+        except DecodeError as exc:
+            self.send_error(peer, exc.message)
+            return None
+        if peer.authenticated and not peer.announced:
+            src = event.source
+            if src is not None:
+                # before announcing, the peer's identity is whatever it last claimed; once
+                # announced the registry's identity is authoritative (PROTOCOL improvement)
+                peer.set_identity(src)
+        return self._guard(peer, event, lambda: self._dispatch(peer, event))
+
+    def _guard(self, peer: Peer, event: Event | None, call: Any) -> Awaitable[None] | None:
+        try:
+            res = call()
+        except PluginError as exc:
+            self._plugin_failed(exc, peer, event)
+            return None
+        if res is not None and inspect.isawaitable(res):
+            return self._guard_async(peer, event, res)
+        return None
+
+    async def _guard_async(self, peer: Peer, event: Event | None, aw: Awaitable[Any]) -> None:
+        try:
+            await aw
+        except PluginError as exc:
+            self._plugin_failed(exc, peer, event)
+
+    def _dispatch(self, peer: Peer, event: Event) -> Awaitable[Any] | None:
+        etype = event.type
+        if etype == "transport:connection:heartbeat":
+            data = event.data
+            kind = data.get("kind")
+            message = data.get("message")
+            return self.hooks.each(
+                "airi_heartbeat", self, peer, kind if isinstance(kind, str) else "", message if isinstance(message, str) else None, event
+            )
+        if etype == "module:authenticate":
+            return self._authenticate(peer, event)
+        if etype == "module:announce":
+            return self._announce(peer, event)
+        claim = self.hooks.first("airi_event", self, peer, event)
+        if claim is None:
+            self._route(peer, event)
+            return None
+        if inspect.isawaitable(claim):
+            return self._claimed_async(peer, event, claim)
+        if isinstance(claim, Reject):
+            self.send_error(peer, claim.message, event.id)
+        return None
+
+    async def _claimed_async(self, peer: Peer, event: Event, pending: Awaitable[Any]) -> None:
+        claim = await pending
+        if claim is None:
+            self._route(peer, event)
+        elif isinstance(claim, Reject):
+            self.send_error(peer, claim.message, event.id)
+
+    async def _authenticate(self, peer: Peer, event: Event) -> None:
+        token = event.data.get("token")
+        if not isinstance(token, str):
+            token = ""
+        res = self.hooks.first("airi_authenticate", self, peer, token, event)
+        if res is not None and inspect.isawaitable(res):
+            res = await res
+        if isinstance(res, Accept):
+            self.wslog.info("authenticated %s", peer.display, extra={"peer": peer.id})
+            await self._accept(peer, event.id)
+            return
+        message = res.message if isinstance(res, Reject) else errors.INVALID_TOKEN
+        self.wslog.info("authentication failed for %s from %s", peer.id, peer.remote, extra={"peer": peer.id})
+        self.send_error(peer, message, event.id)
+
+    async def _announce(self, peer: Peer, event: Event) -> None:
+        data = event.data
+        parent = event.id
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            self.send_error(peer, errors.MODULE_ANNOUNCE_NAME_INVALID, parent)
+            return
+        index = data.get("index", _MISSING)
+        if index is _MISSING:
+            index = None
+        else:
+            index = _non_negative_int(index)
+            if index is None:
+                self.send_error(peer, errors.MODULE_ANNOUNCE_INDEX_INVALID, parent)
+                return
+        identity = data.get("identity")
+        if not _valid_identity(identity):
+            self.send_error(peer, errors.MODULE_ANNOUNCE_IDENTITY_INVALID, parent)
+            return
+        if not peer.authenticated:
+            self.send_error(peer, errors.MUST_AUTHENTICATE_BEFORE_ANNOUNCING, parent)
+            return
+        possible = data.get("possibleEvents")
+        ann = Announcement(name, index, identity, possible if isinstance(possible, list) else [], data)
+        res = self.hooks.first("airi_announce", self, peer, ann, event)
+        if res is not None and inspect.isawaitable(res):
+            res = await res
+        if isinstance(res, Reject):
+            self.send_error(peer, res.message, parent)
+
+    def _route(self, sender: Peer, event: Event) -> None:
+        if not sender.authenticated:
+            self.send_error(sender, errors.NOT_AUTHENTICATED, event.id)
+            return
+        ctx = RouteContext(self, sender, event)
+        decision = self.hooks.first_sync("airi_route", self, ctx)
+        if decision is None or isinstance(decision, Broadcast):
+            recipients: list[Peer] = list(ctx.candidates())
+        elif isinstance(decision, Targets):
+            registry = self.registry
+            recipients = [
+                p for p in decision.peers
+                if p is not sender and p.authenticated and p in registry and ctx.accepts(p)
+            ]
+        elif isinstance(decision, Drop):
+            self.wslog.debug("dropped '%s' from %s: %s", event.type, sender.display, decision.reason)
+            if decision.error:
+                self.send_error(sender, decision.error, event.id)
+            return
+        else:
+            raise PluginError("?", "airi_route", TypeError(f"unexpected route decision {decision!r}"))
+        self.stats["events_routed"] += 1
+        if recipients:
+            self._write(recipients, event.forward_text(self.wrap))
+
+    # -- transport ----------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path != self.settings.server.path:
+            return connection.respond(404, f"no WebSocket endpoint at {path}; use {self.settings.server.path}\n")
+        if self._closing:
+            return connection.respond(503, "server shutting down\n")
+        return None
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        remote = conn.remote_address
+        peer = Peer(conn, f"{remote[0]}:{remote[1]}" if remote else "")
+        self.registry.add(peer)
+        self.stats["connections"] += 1
+        self.wslog.info("connected %s from %s (%d peers)", peer.id, peer.remote, len(self.registry), extra={"peer": peer.id})
+        try:
+            if await self._open(peer):
+                async for frame in conn:
+                    res = self.on_frame(peer, frame)
+                    if res is not None:
+                        await res
+        except ConnectionClosed:
+            pass
+        finally:
+            peer.closed = True
+            await self._drop(peer, "connection closed")
+            code = conn.close_code
+            self.wslog.info(
+                "closed %s (%s) code=%s (%d peers)", peer.id, peer.display, code, len(self.registry), extra={"peer": peer.id}
+            )
+
+    async def _open(self, peer: Peer) -> bool:
+        try:
+            res = self.hooks.each("airi_peer_connected", self, peer)
+            if res is not None:
+                await res
+            decision = self.hooks.first("airi_authenticate", self, peer, None, None)
+            if decision is not None and inspect.isawaitable(decision):
+                decision = await decision
+            if isinstance(decision, Accept):
+                await self._accept(peer, None)
+        except PluginError as exc:
+            self._plugin_failed(exc, peer, None)
+        return True
+
+    async def start(self, host: str | None = None, port: int | None = None) -> Server:
+        """Run the startup hooks and bind. Returns the websockets server (``.sockets`` tells the
+        bound port when ``port=0``)."""
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        cfg = self.settings.server
+        res = self.hooks.each("airi_startup", self)
+        if res is not None:
+            await res
+        self._server = await serve(
+            self._handle,
+            host if host is not None else cfg.host,
+            cfg.port if port is None else port,
+            process_request=self._process_request,
+            max_size=cfg.max_frame_bytes,
+            ping_interval=None,
+            compression=None,
+            logger=logging.getLogger("websockets.server"),
+        )
+        return self._server
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after :meth:`start`)."""
+        assert self._server is not None, "hub is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.settings.server.host
+        if self._server is not None:
+            host = self._server.sockets[0].getsockname()[0]
+        return f"ws://{host}:{self.port}{self.settings.server.path}"
+
+    async def shutdown(self) -> None:
+        """Close every peer with ``1001 server shutdown``, de-announce them, run the shutdown
+        hooks and stop listening. Waits at most ``[server] drain_timeout_ms`` for the closes."""
+        if self._closing:
+            return
+        self._closing = True
+        server = self._server
+        if server is not None:
+            server.close(close_connections=False)
+        peers = list(self.registry)
+        for peer in peers:
+            await self._drop(peer, "server shutdown")
+        closes = [asyncio.ensure_future(p.conn.close(1001, "server shutdown")) for p in peers if p.conn is not None]
+        if closes:
+            await asyncio.wait(closes, timeout=max(self.settings.server.drain_timeout_ms / 1000, 0.01))
+        try:
+            res = self.hooks.each("airi_shutdown", self)
+            if res is not None:
+                await res
+        except PluginError as exc:
+            self._plugin_failed(exc, None, None)
+        if server is not None:
+            server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout=max(self.settings.server.drain_timeout_ms / 1000, 0.1))
+            except asyncio.TimeoutError:
+                self.log.warning("some connections did not close within the drain timeout")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _non_negative_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def _valid_identity(identity: Any) -> bool:
+    if not isinstance(identity, dict) or identity.get("kind") != "plugin":
+        return False
+    plugin = identity.get("plugin")
+    if not isinstance(plugin, dict):
+        return False
+    pid = plugin.get("id")
+    return isinstance(pid, str) and bool(pid)

@@ -1,0 +1,109 @@
+"""A connected peer: its session state as the hub sees it."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+__all__ = ["Peer", "peer_labels"]
+
+_ids = itertools.count(1)
+
+
+def peer_labels(identity: dict[str, Any] | None) -> dict[str, Any]:
+    """A peer's labels: ``identity.plugin.labels`` overlaid by ``identity.labels``."""
+    if not identity:
+        return {}
+    labels: dict[str, Any] = {}
+    plugin = identity.get("plugin")
+    if isinstance(plugin, dict):
+        pl = plugin.get("labels")
+        if isinstance(pl, dict):
+            labels.update(pl)
+    own = identity.get("labels")
+    if isinstance(own, dict):
+        labels.update(own)
+    return labels
+
+
+class Peer:
+    """One WebSocket connection.
+
+    Attributes plugins read: ``id`` (connection id, used by ``peer:ID`` destinations),
+    ``authenticated``, ``name``/``index`` (announced module, ``name`` is ``""`` before announcing),
+    ``identity`` (``ModuleIdentity`` dict or None), ``labels``, ``plugin_id``, ``instance_id``,
+    ``healthy``, ``remote`` (address string). ``state`` is a dict where plugins keep per-peer
+    data under their own name.
+    """
+
+    __slots__ = (
+        "id",
+        "conn",
+        "authenticated",
+        "announced",
+        "name",
+        "index",
+        "identity",
+        "labels",
+        "plugin_id",
+        "instance_id",
+        "healthy",
+        "last_seen",
+        "missed_checks",
+        "remote",
+        "connected_at",
+        "closed",
+        "state",
+        "__weakref__",
+    )
+
+    def __init__(self, conn: ServerConnection | None, remote: str = "") -> None:
+        self.id = f"p{next(_ids)}"
+        self.conn = conn
+        self.authenticated = False
+        self.announced = False
+        self.name = ""
+        self.index: int | None = None
+        self.identity: dict[str, Any] | None = None
+        self.labels: dict[str, Any] = {}
+        self.plugin_id = ""
+        self.instance_id = ""
+        self.healthy = True
+        self.last_seen = time.monotonic()
+        self.missed_checks = 0
+        self.remote = remote
+        self.connected_at = time.time()
+        self.closed = False
+        self.state: dict[str, Any] = {}
+
+    def set_identity(self, identity: dict[str, Any] | None) -> None:
+        """Adopt ``identity`` and refresh the derived fields used by routing."""
+        self.identity = identity
+        self.labels = peer_labels(identity)
+        plugin = identity.get("plugin") if identity else None
+        pid = plugin.get("id") if isinstance(plugin, dict) else None
+        self.plugin_id = pid if isinstance(pid, str) else ""
+        iid = identity.get("id") if identity else None
+        self.instance_id = iid if isinstance(iid, str) else ""
+
+    @property
+    def display(self) -> str:
+        """A short human name for logs: ``name[index]`` or the connection id."""
+        if self.name:
+            return self.name if self.index is None else f"{self.name}[{self.index}]"
+        return self.id
+
+    def module_entry(self) -> dict[str, Any]:
+        """``{name, index?, identity}`` as registry events carry it (``index`` omitted when unset)."""
+        entry: dict[str, Any] = {"name": self.name}
+        if self.index is not None:
+            entry["index"] = self.index
+        entry["identity"] = self.identity
+        return entry
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.id} {self.display!r} auth={self.authenticated}>"

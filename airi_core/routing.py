@@ -1,0 +1,70 @@
+"""Objects the core hands to announce and route hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .codec import Event
+    from .hub import Hub
+    from .peer import Peer
+
+__all__ = ["Announcement", "RouteContext", "PeerFilter"]
+
+PeerFilter = Callable[["Peer"], bool]
+
+
+@dataclass(slots=True)
+class Announcement:
+    """A validated ``module:announce``: ``name``, ``index`` (None when absent), ``identity``,
+    ``possible_events`` and the raw ``data``."""
+
+    name: str
+    index: int | None
+    identity: dict[str, Any]
+    possible_events: list[Any] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class RouteContext:
+    """The state of one routing decision, passed through every ``airi_route`` implementation.
+
+    ``sender`` and ``event`` are read-only. ``filters`` holds the predicates added so far with
+    :meth:`add_filter`; every one must accept a peer for it to receive the event. ``bypass`` is set
+    by the ``bypass`` plugin when a devtools peer skipped the routing rules; ``notes`` is a free
+    dict for route plugins to pass information down the chain.
+    """
+
+    __slots__ = ("hub", "sender", "event", "filters", "bypass", "notes")
+
+    def __init__(self, hub: Hub, sender: Peer, event: Event) -> None:
+        self.hub = hub
+        self.sender = sender
+        self.event = event
+        self.filters: list[PeerFilter] = []
+        self.bypass = False
+        self.notes: dict[str, Any] = {}
+
+    def add_filter(self, predicate: PeerFilter) -> None:
+        """Only peers for which ``predicate(peer)`` is true may receive this event."""
+        self.filters.append(predicate)
+
+    def accepts(self, peer: Peer) -> bool:
+        """Whether ``peer`` passes every filter added so far."""
+        for f in self.filters:
+            if not f(peer):
+                return False
+        return True
+
+    def candidates(self) -> Iterator[Peer]:
+        """Authenticated peers other than the sender that pass every filter added so far."""
+        sender = self.sender
+        filters = self.filters
+        for peer in self.hub.registry.authenticated():
+            if peer is sender:
+                continue
+            if filters and not all(f(peer) for f in filters):
+                continue
+            yield peer

@@ -1,0 +1,173 @@
+"""Destination and label matching, compiled once per event into peer predicates.
+
+Strings: ``*``; ``module:NAME`` / ``source:NAME`` (announced name); ``plugin:ID``;
+``instance:ID`` (identity id); ``label:k=v`` / ``label:k``; ``peer:ID`` (connection id); any
+other string is a glob (``*`` wildcard) tested against the module name, plugin id and identity
+id. A prefixed string is split at its first ``:`` only. Objects: ``and``/``or`` over nested
+expressions and the leaves ``glob``, ``ids``, ``plugin``, ``instance``, ``label``, ``module``,
+``source``, each leaf optionally ``inverted``. Anything malformed matches nobody.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from airi_core import Peer
+
+Predicate = Callable[[Peer], bool]
+
+#: Deeper and/or nesting than this matches nobody (a hostile expression cannot blow the stack).
+MAX_DEPTH = 32
+
+
+def _never(peer: Peer) -> bool:
+    return False
+
+
+def _always(peer: Peer) -> bool:
+    return True
+
+
+@lru_cache(maxsize=1024)
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if part == "*" else re.escape(part) for part in re.split(r"(\*)", glob)), re.S)
+
+
+def glob_matches(glob: str, value: str) -> bool:
+    """Whole-string match with ``*`` as the only wildcard; an empty value never matches."""
+    return bool(value) and _glob_regex(glob).fullmatch(value) is not None
+
+
+def label_text(value: Any) -> str:
+    """Labels are strings on the wire; render other JSON scalars the way JS would."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def parse_selector(selector: str) -> tuple[str, str | None]:
+    """``k=v`` -> (k, v); ``k`` -> (k, None). Split at the first ``=``; both sides trimmed."""
+    key, sep, value = selector.partition("=")
+    return key.strip(), (value.strip() if sep else None)
+
+
+def selector_matches(selector: tuple[str, str | None], labels: dict[str, Any]) -> bool:
+    key, value = selector
+    if not key or key not in labels:
+        return False
+    return value is None or label_text(labels[key]) == value
+
+
+def selectors_match(selectors: Sequence[tuple[str, str | None]], labels: dict[str, Any]) -> bool:
+    """All selectors match (an empty list matches)."""
+    return all(selector_matches(s, labels) for s in selectors)
+
+
+def compile_selectors(raw: Any) -> list[tuple[str, str | None]] | None:
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        return None
+    return [parse_selector(s) for s in raw]
+
+
+def _glob_any(glob: str) -> Predicate:
+    return lambda p: glob_matches(glob, p.name) or glob_matches(glob, p.plugin_id) or glob_matches(glob, p.instance_id)
+
+
+def compile_string(dest: str) -> Predicate:
+    if dest == "*":
+        return _always
+    prefix, sep, value = dest.partition(":")
+    if sep:
+        if prefix in ("module", "source"):
+            return lambda p: bool(p.name) and p.name == value
+        if prefix == "plugin":
+            return lambda p: bool(p.plugin_id) and p.plugin_id == value
+        if prefix == "instance":
+            return lambda p: bool(p.instance_id) and p.instance_id == value
+        if prefix == "label":
+            sel = parse_selector(value)
+            return lambda p: selector_matches(sel, p.labels)
+        if prefix == "peer":
+            return lambda p: p.id == value
+    return _glob_any(dest)
+
+
+def _strings(expr: dict[str, Any], key: str) -> list[str] | None:
+    raw = expr.get(key)
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        return None
+    return raw
+
+
+def compile_expression(expr: Any, depth: int = 0) -> Predicate:
+    if isinstance(expr, str):
+        return compile_string(expr)
+    if not isinstance(expr, dict) or depth > MAX_DEPTH:
+        return _never
+    kind = expr.get("type")
+    if kind == "and" or kind == "or":
+        children = expr.get("all" if kind == "and" else "any")
+        if not isinstance(children, list):
+            return _never
+        preds = [compile_expression(c, depth + 1) for c in children]
+        if kind == "and":
+            return lambda p: all(f(p) for f in preds)
+        return lambda p: any(f(p) for f in preds)
+    leaf = _compile_leaf(kind, expr)
+    if leaf is None:
+        return _never
+    if expr.get("inverted") is True:
+        return lambda p: not leaf(p)
+    return leaf
+
+
+def _compile_leaf(kind: Any, expr: dict[str, Any]) -> Predicate | None:
+    if kind == "glob":
+        glob = expr.get("glob")
+        return _glob_any(glob) if isinstance(glob, str) else None
+    if kind == "label":
+        sels = compile_selectors(expr.get("selectors"))
+        if sels is None:
+            return None
+        return lambda p: selectors_match(sels, p.labels)
+    field = {"ids": "ids", "plugin": "plugins", "instance": "instances", "module": "modules", "source": "sources"}.get(kind)
+    if field is None:
+        return None
+    values = _strings(expr, field)
+    if values is None:
+        return None
+    wanted = frozenset(values)
+    if kind == "ids":
+        return lambda p: p.id in wanted
+    if kind == "plugin":
+        return lambda p: p.plugin_id in wanted
+    if kind == "instance":
+        return lambda p: p.instance_id in wanted
+    return lambda p: bool(p.name) and p.name in wanted
+
+
+def compile_destinations(destinations: list[Any]) -> Predicate:
+    """A predicate true for peers matching any destination (an empty list matches nobody)."""
+    preds = [compile_expression(d) for d in destinations]
+    if not preds:
+        return _never
+    if len(preds) == 1:
+        return preds[0]
+    if _always in preds:
+        return _always
+    return lambda p: any(f(p) for f in preds)
+
+
+def is_devtools(peer: Peer) -> bool:
+    """A devtools peer: label ``devtools`` = ``true``/``1``, or ``devtools`` in its module name."""
+    value = peer.labels.get("devtools")
+    if value is not None and label_text(value) in ("true", "1"):
+        return True
+    return "devtools" in peer.name

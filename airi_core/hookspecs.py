@@ -45,7 +45,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def airi_config_model() -> type[BaseModel] | None:  # type: ignore[empty-body]
     """Declare the pydantic model that validates this plugin's ``[plugins.<name>]`` table.
 
-    Called once per plugin at load time, before the server binds. Return a model class (use
+    Called once per plugin at load time, before the server binds; the core asks each plugin's
+    own implementation, so the first result rule never mixes two plugins' models. Return a model class (use
     ``model_config = ConfigDict(extra="forbid")`` to reject unknown keys) or ``None`` for a plugin
     without settings. The validated instance is then available as ``hub.plugin_config(name)``;
     an invalid table stops ``airi serve`` with exit status 2 and the key path.
@@ -63,35 +64,37 @@ def airi_config_model() -> type[BaseModel] | None:  # type: ignore[empty-body]
 
 @hookspec
 def airi_startup(hub: Hub) -> Any:
-    """The hub is about to accept connections (may be async).
+    """Called once when the hub is about to accept connections (may be async).
 
     Start timers or open resources here; everything started must stop in :func:`airi_shutdown`.
-    Nothing is returned.
+    The return value is ignored; an exception stops the hub from starting.
     """
 
 
 @hookspec
 def airi_shutdown(hub: Hub) -> Any:
-    """The hub is stopping, after every peer was closed and de-announced (may be async)."""
+    """Called once when the hub is stopping, after every peer was closed and de-announced (may
+    be async). The return value is ignored."""
 
 
 @hookspec
 def airi_peer_connected(hub: Hub, peer: Peer) -> Any:
-    """A WebSocket connection was accepted on the hub's path (may be async).
+    """Called when a WebSocket connection was accepted on the hub's path (may be async).
 
     Called before the connect-time :func:`airi_authenticate`. The peer is registered but not yet
-    authenticated. Nothing is returned.
+    authenticated. The return value is ignored.
     """
 
 
 @hookspec
 def airi_peer_disconnected(hub: Hub, peer: Peer, reason: str) -> Any:
-    """``peer`` left: its socket closed (``reason`` = ``connection closed``) or the hub dropped it
+    """Called when ``peer`` left: its socket closed (``reason`` = ``connection closed``) or the hub dropped it
     (``heartbeat expired``, ``send failed``, ``server shutdown``, ...). May be async.
 
     The peer is already removed from ``hub.registry`` but ``peer.name``, ``peer.index`` and
     ``peer.identity`` still describe what it had announced (``peer.announced`` tells whether it
-    had). The built-in ``registry`` plugin broadcasts ``module:de-announced`` from here.
+    had). The built-in ``registry`` plugin broadcasts ``module:de-announced`` from here. The
+    return value is ignored.
     """
 
 
@@ -121,16 +124,17 @@ def airi_authenticate(hub: Hub, peer: Peer, token: str | None, event: Event | No
 
 @hookspec
 def airi_peer_authenticated(hub: Hub, peer: Peer, parent_id: str | None) -> Any:
-    """``peer`` was just accepted; ``module:authenticated`` has been sent (may be async).
+    """Called when ``peer`` was just accepted and ``module:authenticated`` sent (may be async).
 
     ``parent_id`` is the ``metadata.event.id`` of the ``module:authenticate`` event (None at
-    connect time). The built-in ``registry`` plugin sends the registry sync from here.
+    connect time). The built-in ``registry`` plugin sends the registry sync from here. The
+    return value is ignored.
     """
 
 
 @hookspec(firstresult=True)
 def airi_announce(hub: Hub, peer: Peer, announcement: Announcement, event: Event) -> Accept | Reject | None:
-    """A ``module:announce`` passed the protocol checks (first result, may be async).
+    """Called when a ``module:announce`` passed the protocol checks (first result, may be async).
 
     The core has already validated ``name``, ``index`` and ``identity`` and refused
     unauthenticated peers when a token is configured. Return a :class:`~airi_core.Reject` to
@@ -142,20 +146,23 @@ def airi_announce(hub: Hub, peer: Peer, announcement: Announcement, event: Event
 
 @hookspec
 def airi_heartbeat(hub: Hub, peer: Peer, kind: str, message: str | None, event: Event | None) -> Any:
-    """A heartbeat arrived (may be async; every implementation is called).
+    """Called when a heartbeat arrived (may be async; every implementation is called).
 
     ``kind`` is ``"ping"`` or ``"pong"``. ``event`` is the ``transport:connection:heartbeat``
     event, or ``None`` for a raw ``ping``/``pong`` text frame (which must never be answered with
     an error). Called before authentication too. The built-in ``heartbeat`` plugin answers pings
-    with a pong. Liveness itself is updated by the core on every frame.
+    with a pong. Liveness itself is updated by the core on every frame. The return value is
+    ignored.
     """
 
 
 @hookspec
 def airi_peer_health_changed(hub: Hub, peer: Peer, healthy: bool, reason: str) -> Any:
-    """``peer.healthy`` flipped (``reason`` e.g. ``heartbeat late``). Not async.
+    """Called when ``peer.healthy`` flipped (``reason`` e.g. ``heartbeat late``, or
+    ``activity`` when a frame arrived from an unhealthy peer). Must not be async.
 
-    The built-in ``registry`` plugin broadcasts ``registry:modules:health:(un)healthy``.
+    The built-in ``registry`` plugin broadcasts ``registry:modules:health:(un)healthy``. The
+    return value is ignored.
     """
 
 
@@ -183,6 +190,9 @@ def airi_event(hub: Hub, peer: Peer, event: Event) -> Accept | Reject | None:
 @hookspec(firstresult=True)
 def airi_route(hub: Hub, ctx: RouteContext) -> RouteDecision | None:
     """Decide where an authenticated peer's event goes (first result, must NOT be async).
+
+    Called for every event that no ``airi_event`` implementation claimed, once its sender is
+    known to be authenticated.
 
     Route plugins are consulted in the ``[plugins] order`` of ``airi.toml`` (then the rest in
     their default order: ``bypass``, ``policy``, ``destinations``, third-party plugins,

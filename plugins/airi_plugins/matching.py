@@ -112,6 +112,8 @@ def compile_expression(expr: Any, depth: int = 0) -> Predicate:
     if not isinstance(expr, dict) or depth > MAX_DEPTH:
         return _never
     kind = expr.get("type")
+    if not isinstance(kind, str):
+        return _never
     if kind == "and" or kind == "or":
         children = expr.get("all" if kind == "and" else "any")
         if not isinstance(children, list):
@@ -128,7 +130,10 @@ def compile_expression(expr: Any, depth: int = 0) -> Predicate:
     return leaf
 
 
-def _compile_leaf(kind: Any, expr: dict[str, Any]) -> Predicate | None:
+_LEAF_FIELDS = {"ids": "ids", "plugin": "plugins", "instance": "instances", "module": "modules", "source": "sources"}
+
+
+def _compile_leaf(kind: str, expr: dict[str, Any]) -> Predicate | None:
     if kind == "glob":
         glob = expr.get("glob")
         return _glob_any(glob) if isinstance(glob, str) else None
@@ -137,7 +142,7 @@ def _compile_leaf(kind: Any, expr: dict[str, Any]) -> Predicate | None:
         if sels is None:
             return None
         return lambda p: selectors_match(sels, p.labels)
-    field = {"ids": "ids", "plugin": "plugins", "instance": "instances", "module": "modules", "source": "sources"}.get(kind)
+    field = _LEAF_FIELDS.get(kind)
     if field is None:
         return None
     values = _strings(expr, field)

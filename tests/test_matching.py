@@ -1,0 +1,107 @@
+"""Unit and property tests of destination and label matching (pure logic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airi_core.peer import Peer
+from airi_plugins.matching import compile_destinations, compile_expression, glob_matches, is_devtools
+
+
+def peer(name: str = "stage", plugin: str = "proj-airi:stage-web", instance: str = "inst-1", labels: dict[str, Any] | None = None, plugin_labels: dict[str, Any] | None = None) -> Peer:
+    p = Peer(None)
+    identity: dict[str, Any] = {"id": instance, "kind": "plugin", "plugin": {"id": plugin}}
+    if plugin_labels is not None:
+        identity["plugin"]["labels"] = plugin_labels
+    if labels is not None:
+        identity["labels"] = labels
+    p.name = name
+    p.announced = True
+    p.set_identity(identity)
+    return p
+
+
+P = peer(labels={"env": "prod", "devtools": "false"}, plugin_labels={"env": "dev", "tier": "gold"})
+
+
+@pytest.mark.parametrize(
+    "dest,expected",
+    [
+        ("*", True),
+        ("module:stage", True), ("module:other", False), ("source:stage", True),
+        ("plugin:proj-airi:stage-web", True), ("plugin:proj-airi", False),
+        ("instance:inst-1", True), ("instance:inst-2", False),
+        ("label:env=prod", True), ("label:env=dev", False), ("label:tier", True), ("label:nope", False),
+        ("label: env = prod ", True),
+        ("stage", True), ("st*", True), ("proj-airi:*", True), ("inst-*", True), ("x*", False), ("st?ge", False),
+        ({"type": "glob", "glob": "*stage*"}, True),
+        ({"type": "plugin", "plugins": ["proj-airi:stage-web"]}, True),
+        ({"type": "plugin", "plugins": ["proj-airi:stage-web"], "inverted": True}, False),
+        ({"type": "instance", "instances": ["inst-1"]}, True),
+        ({"type": "label", "selectors": ["env=prod", "tier=gold"]}, True),
+        ({"type": "label", "selectors": ["env=prod", "tier=silver"]}, False),
+        ({"type": "module", "modules": ["a", "stage"]}, True),
+        ({"type": "source", "sources": ["a"]}, False),
+        ({"type": "source", "sources": ["a"], "inverted": True}, True),
+        ({"type": "and", "all": ["module:stage", {"type": "label", "selectors": ["env=prod"]}]}, True),
+        ({"type": "and", "all": ["module:stage", "label:env=dev"]}, False),
+        ({"type": "or", "any": ["module:x", "label:tier=gold"]}, True),
+        ({"type": "or", "any": []}, False),
+        ({"type": "ids", "ids": ["nope"]}, False),
+        ({"type": "weird"}, False), ({"type": "and", "all": 3}, False), ({"type": "label", "selectors": "env"}, False),
+        (42, False), (None, False),
+    ],
+)
+def test_destination_forms(dest: Any, expected: bool) -> None:
+    assert compile_destinations([dest])(P) is expected
+
+
+def test_peer_id_destination_and_any_of_list() -> None:
+    assert compile_destinations([f"peer:{P.id}"])(P)
+    assert compile_destinations([{"type": "ids", "ids": [P.id]}])(P)
+    assert compile_destinations(["module:x", "module:stage"])(P)
+    assert not compile_destinations([])(P)
+
+
+def test_unannounced_peer_never_matches_by_empty_name() -> None:
+    p = Peer(None)
+    assert not compile_destinations(["module:"])(p)
+    assert not compile_destinations(["*stage*"])(p)
+
+
+def test_labels_overlay_and_devtools() -> None:
+    assert P.labels == {"env": "prod", "tier": "gold", "devtools": "false"}
+    assert not is_devtools(P)
+    assert is_devtools(peer(labels={"devtools": "1"}))
+    assert is_devtools(peer(labels={"devtools": True}))
+    assert is_devtools(peer(name="my-devtools-panel"))
+
+
+def test_deep_nesting_matches_nobody_without_recursion_error() -> None:
+    expr: Any = "module:stage"
+    for _ in range(10_000):
+        expr = {"type": "and", "all": [expr]}
+    assert compile_expression(expr)(P) is False
+
+
+def test_glob_is_literal_except_star() -> None:
+    assert glob_matches("a.b*", "a.bc") and not glob_matches("a.b*", "axbc")
+    assert glob_matches("(x)+", "(x)+")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["type", "all", "any", "glob", "ids", "plugins", "instances", "selectors", "modules", "sources", "inverted", "x"]), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@given(st.lists(json_values, max_size=5))
+@settings(max_examples=400, deadline=None)
+def test_matcher_total_over_arbitrary_json(dests: list[Any]) -> None:
+    result = compile_destinations(dests)(P)
+    assert isinstance(result, bool)

@@ -232,6 +232,9 @@ class Hub:
         except PluginError as exc:
             self._plugin_failed(exc, peer, event)
             return None
+        except Exception as exc:  # e.g. a route filter a plugin added; never kill the connection
+            self._internal_error(exc, peer, event)
+            return None
         if res is not None and inspect.isawaitable(res):
             return self._guard_async(peer, event, res)
         return None
@@ -241,6 +244,17 @@ class Hub:
             await aw
         except PluginError as exc:
             self._plugin_failed(exc, peer, event)
+        except Exception as exc:
+            self._internal_error(exc, peer, event)
+
+    def _internal_error(self, exc: Exception, peer: Peer, event: Event | None) -> None:
+        self.stats["plugin_errors"] += 1
+        self.log.error(
+            "internal error handling '%s' from %s: %s: %s",
+            event.type if event is not None else "frame", peer.display, type(exc).__name__, exc, exc_info=exc,
+        )
+        if not peer.closed:
+            self.send_error(peer, f"internal error while handling '{event.type if event is not None else 'frame'}'", event.id if event else None)
 
     def _dispatch(self, peer: Peer, event: Event) -> Awaitable[Any] | None:
         etype = event.type

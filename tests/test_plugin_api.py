@@ -312,3 +312,23 @@ def test_essential_plugins_cannot_be_disabled() -> None:
 
 def test_bypass_returning_broadcast_is_exported() -> None:
     assert repr(BROADCAST) == "BROADCAST"
+
+
+class BadFilter:
+    @hookimpl
+    def airi_route(self, ctx: Any) -> None:
+        if ctx.event.type == "bad:filter":
+            ctx.add_filter(lambda peer: 1 / 0)
+
+
+async def test_a_raising_route_filter_is_answered_and_the_connection_survives() -> None:
+    hub = await start_hub(extra_plugins=[("bad-filter", BadFilter())])
+    try:
+        a = await connect_client(hub, "a", announce=True)
+        b = await connect_client(hub, "b", announce=True)
+        err = await a.request("bad:filter", {})
+        assert err["data"]["message"] == "internal error while handling 'bad:filter'"
+        await a.send("chat:text", {"ok": 1})
+        assert (await b.next("chat:text"))["data"] == {"ok": 1}
+    finally:
+        await hub.shutdown()

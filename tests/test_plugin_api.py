@@ -281,7 +281,10 @@ def test_default_route_order_puts_third_party_between_destinations_and_consumers
     from airi_core.plugins import HookDispatcher
 
     names = HookDispatcher(ps.pm, 1, []).names("airi_route")
-    assert names == ["bypass", "policy", "destinations", "mine", "consumers"]
+    builtin = ["bypass", "policy", "destinations", "mine", "consumers"]
+    # other installed third-party plugins (e.g. the example) may sit next to "mine"
+    assert [n for n in names if n in builtin] == builtin
+    assert names[:3] == builtin[:3] and names[-1] == "consumers"
 
 
 class AsyncRoute:

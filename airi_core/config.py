@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,14 +37,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+class TLSConfig(_Section):
+    """``[server.tls]``: serve ``wss://`` with this certificate chain and private key (PEM)."""
+
+    cert: FilePath
+    key: FilePath
+
+
+class LimitsConfig(_Section):
+    """``[limits]``: bounds that keep one peer from hurting the others."""
+
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    max_connections: int = Field(10000, ge=1)
+    max_messages_per_second: float = Field(0, ge=0)
+    outbound_soft_bytes: int = Field(1 << 20, ge=1024)
+    outbound_hard_bytes: int = Field(8 << 20, ge=1024)
+    slow_consumer_grace_ms: int = Field(2000, ge=0)
+    close_timeout_ms: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _hard_above_soft(self) -> LimitsConfig:
+        if self.outbound_hard_bytes < self.outbound_soft_bytes:
+            raise ValueError("outbound_hard_bytes must be >= outbound_soft_bytes")
+        return self
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(6121, ge=0, le=65535)
     path: str = "/ws"
     instance_id: str | None = None
     wire_format: Literal["superjson", "json"] = "superjson"
-    max_frame_bytes: int = Field(1 << 20, ge=1024)
     drain_timeout_ms: int = Field(5000, ge=0)
+    tls: TLSConfig | None = None
 
     @model_validator(mode="after")
     def _path_is_absolute(self) -> ServerConfig:
@@ -55,6 +80,7 @@ class ServerConfig(_Section):
 
 class AuthConfig(_Section):
     token: SecretStr | None = None
+    timeout_ms: int = Field(10000, ge=0)
 
     @property
     def secret(self) -> str:
@@ -133,6 +159,7 @@ class Settings(_Section):
     logging: LoggingConfig = LoggingConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     routing: RoutingConfig = RoutingConfig()
+    limits: LimitsConfig = LimitsConfig()
     plugins: PluginsConfig = PluginsConfig()
 
 

@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from . import __version__, errors
 from .codec import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps
@@ -80,7 +81,17 @@ class Hub:
             "messages_out": 0,
             "errors_sent": 0,
             "plugin_errors": 0,
+            "slow_consumers": 0,
+            "rate_limited": 0,
+            "oversized_frames": 0,
+            "refused_connections": 0,
+            "auth_timeouts": 0,
         }
+        limits = self.settings.limits
+        self._soft = limits.outbound_soft_bytes
+        self._hard = limits.outbound_hard_bytes
+        self._grace = limits.slow_consumer_grace_ms / 1000
+        self._rate = limits.max_messages_per_second
         self._source = {
             "kind": "plugin",
             "plugin": {"id": SERVER_PLUGIN_ID, "version": self.version},
@@ -137,11 +148,54 @@ class Hub:
         return self._write(peers, text)
 
     def _write(self, peers: Iterable[Peer], text: str) -> int:
-        conns = [p.conn for p in peers if p.conn is not None and not p.closed]
-        if conns:
-            broadcast(conns, text)
-            self.stats["messages_out"] += len(conns)
-        return len(conns)
+        """Queue ``text`` on each peer's socket without awaiting any of them, encoded once.
+
+        A peer whose write backlog stays above ``limits.outbound_soft_bytes`` for longer than
+        ``limits.slow_consumer_grace_ms``, or exceeds ``limits.outbound_hard_bytes`` at once, is
+        a slow consumer: it gets nothing more and is dropped (see :meth:`_slow_consumer`)."""
+        data = text.encode()
+        sent = 0
+        soft = self._soft
+        open_ = State.OPEN
+        for peer in peers:
+            conn = peer.conn
+            if conn is None or peer.closed or conn.protocol.state is not open_:
+                continue
+            try:
+                conn.protocol.send_text(data)
+                conn.send_data()
+            except Exception as exc:  # the transport died under us
+                self.wslog.debug("write to %s failed: %s", peer.display, exc)
+                self.disconnect(peer, "send failed", 1011)
+                continue
+            sent += 1
+            backlog = conn.transport.get_write_buffer_size()
+            if backlog > soft:
+                self._behind(peer, backlog)
+            elif peer.behind_since:
+                peer.behind_since = 0.0
+        self.stats["messages_out"] += sent
+        return sent
+
+    def _behind(self, peer: Peer, backlog: int) -> None:
+        now = time.monotonic()
+        if backlog > self._hard:
+            self._slow_consumer(peer, backlog, now - peer.behind_since if peer.behind_since else 0.0)
+        elif not peer.behind_since:
+            peer.behind_since = now
+        elif now - peer.behind_since > self._grace:
+            self._slow_consumer(peer, backlog, now - peer.behind_since)
+
+    def _slow_consumer(self, peer: Peer, backlog: int, behind_for: float) -> None:
+        """Drop a peer that does not read fast enough: close 1008 ``slow consumer``, de-announce
+        it with reason ``slow consumer``, log it and count it. Nothing more is queued for it."""
+        self.stats["slow_consumers"] += 1
+        self.wslog.warning(
+            "slow consumer %s (%s): %d bytes pending for %.1f s, disconnecting",
+            peer.display, peer.id, backlog, behind_for,
+            extra={"peer": peer.id, "backlog_bytes": backlog},
+        )
+        self.disconnect(peer, "slow consumer", 1008)
 
     def set_health(self, peer: Peer, healthy: bool, reason: str) -> None:
         """Flip ``peer.healthy`` and tell the plugins (``airi_peer_health_changed``)."""
@@ -155,11 +209,13 @@ class Hub:
             self._plugin_failed(exc, None, None)
 
     def disconnect(self, peer: Peer, reason: str, code: int = 1000) -> None:
-        """Drop ``peer``: de-announce it with ``reason`` now and close its socket with ``code``."""
-        if peer not in self.registry:
+        """Drop ``peer``: nothing more is sent to it, it is de-announced with ``reason`` now and
+        its socket is closed with ``code`` and ``reason`` (aborted after
+        ``limits.close_timeout_ms`` when the peer does not answer the close)."""
+        if not self._detach(peer):
             return
         self.wslog.info("dropping %s: %s", peer.display, reason, extra={"peer": peer.id})
-        self._spawn(self._drop(peer, reason))
+        self._spawn(self._drop(peer, reason, detached=True))
         if peer.conn is not None:
             self._spawn(peer.conn.close(code, reason[:120]))
 
@@ -183,10 +239,20 @@ class Hub:
         if peer is not None and not peer.closed:
             self.send_error(peer, f"plugin '{exc.plugin}' failed in {exc.hook}", event.id if event else None)
 
-    async def _drop(self, peer: Peer, reason: str) -> None:
+    def _detach(self, peer: Peer) -> bool:
+        """Remove ``peer`` from the registry at once; False when it was already gone."""
         if not self.registry.remove(peer):
-            return
+            return False
         peer.closed = True
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        return True
+
+    async def _drop(self, peer: Peer, reason: str, detached: bool = False) -> None:
+        """Detach ``peer`` (unless done already) and run the disconnect hooks with ``reason``."""
+        if not detached and not self._detach(peer):
+            return
         try:
             res = self.hooks.each("airi_peer_disconnected", self, peer, reason)
             if res is not None:
@@ -206,8 +272,10 @@ class Hub:
         """Handle one frame from ``peer``. Returns an awaitable when an async hook is involved;
         replies to one peer therefore go out in the order its frames came in."""
         self.stats["frames_in"] += 1
-        peer.last_seen = time.monotonic()
+        now = peer.last_seen = time.monotonic()
         peer.missed_checks = 0
+        if self._rate and not self._take_token(peer, now):
+            return None
         if not peer.healthy:
             self.set_health(peer, True, "activity")
         if frame in HEARTBEAT_FRAMES or frame in _HEARTBEAT_BYTES:
@@ -225,6 +293,22 @@ class Hub:
                 # announced the registry's identity is authoritative (PROTOCOL improvement)
                 peer.set_identity(src)
         return self._guard(peer, event, lambda: self._dispatch(peer, event))
+
+    def _take_token(self, peer: Peer, now: float) -> bool:
+        """Token bucket of ``limits.max_messages_per_second`` (burst: one second's worth)."""
+        rate = self._rate
+        tokens = min(rate, peer.tokens + (now - peer.tokens_at) * rate) if peer.tokens_at else rate
+        peer.tokens_at = now
+        if tokens >= 1:
+            peer.tokens = tokens - 1
+            return True
+        peer.tokens = tokens
+        self.stats["rate_limited"] += 1
+        if now - peer.rate_error_at >= 1.0:  # at most one error a second: no amplification
+            peer.rate_error_at = now
+            self.wslog.warning("rate limit: dropping frames from %s", peer.display, extra={"peer": peer.id})
+            self.send_error(peer, f"rate limit exceeded: at most {rate:g} messages per second, frame dropped")
+        return False
 
     def _guard(self, peer: Peer, event: Event | None, call: Any) -> Awaitable[None] | None:
         try:
@@ -363,6 +447,10 @@ class Hub:
             return connection.respond(404, f"no WebSocket endpoint at {path}; use {self.settings.server.path}\n")
         if self._closing:
             return connection.respond(503, "server shutting down\n")
+        if len(self.registry) >= self.settings.limits.max_connections:
+            self.stats["refused_connections"] += 1
+            self.wslog.warning("refusing a connection: limits.max_connections (%d) reached", self.settings.limits.max_connections)
+            return connection.respond(503, "too many connections\n")
         return None
 
     async def _handle(self, conn: ServerConnection) -> None:
@@ -383,6 +471,12 @@ class Hub:
             peer.closed = True
             await self._drop(peer, "connection closed")
             code = conn.close_code
+            if code == 1009:
+                self.stats["oversized_frames"] += 1
+                self.wslog.warning(
+                    "closed %s (%s): frame larger than limits.max_frame_bytes (%d)",
+                    peer.id, peer.display, self.settings.limits.max_frame_bytes, extra={"peer": peer.id},
+                )
             self.wslog.info(
                 "closed %s (%s) code=%s (%d peers)", peer.id, peer.display, code, len(self.registry), extra={"peer": peer.id}
             )
@@ -399,7 +493,16 @@ class Hub:
                 await self._accept(peer, None)
         except PluginError as exc:
             self._plugin_failed(exc, peer, None)
+        timeout = self.settings.auth.timeout_ms
+        if not peer.authenticated and timeout and not peer.closed:
+            peer.timer = asyncio.get_running_loop().call_later(timeout / 1000, self._auth_deadline, peer)
         return True
+
+    def _auth_deadline(self, peer: Peer) -> None:
+        peer.timer = None
+        if not peer.authenticated and peer in self.registry:
+            self.stats["auth_timeouts"] += 1
+            self.disconnect(peer, "authentication timeout", 1008)
 
     async def start(self, host: str | None = None, port: int | None = None) -> Server:
         """Run the startup hooks and bind. Returns the websockets server (``.sockets`` tells the
@@ -407,6 +510,12 @@ class Hub:
         if self._stopped is None:
             self._stopped = asyncio.Event()
         cfg = self.settings.server
+        ssl_context = None
+        if cfg.tls is not None:
+            import ssl
+
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
         res = self.hooks.each("airi_startup", self)
         if res is not None:
             await res
@@ -415,9 +524,12 @@ class Hub:
             host if host is not None else cfg.host,
             cfg.port if port is None else port,
             process_request=self._process_request,
-            max_size=cfg.max_frame_bytes,
+            max_size=self.settings.limits.max_frame_bytes,
+            max_queue=16,
             ping_interval=None,
             compression=None,
+            close_timeout=self.settings.limits.close_timeout_ms / 1000,
+            ssl=ssl_context,
             logger=logging.getLogger("websockets.server"),
         )
         return self._server
@@ -433,7 +545,8 @@ class Hub:
         host = self.settings.server.host
         if self._server is not None:
             host = self._server.sockets[0].getsockname()[0]
-        return f"ws://{host}:{self.port}{self.settings.server.path}"
+        scheme = "wss" if self.settings.server.tls is not None else "ws"
+        return f"{scheme}://{host}:{self.port}{self.settings.server.path}"
 
     async def shutdown(self) -> None:
         """Close every peer with ``1001 server shutdown``, de-announce them, run the shutdown

@@ -58,6 +58,11 @@ class Peer:
         "connected_at",
         "closed",
         "state",
+        "behind_since",
+        "tokens",
+        "tokens_at",
+        "rate_error_at",
+        "timer",
         "__weakref__",
     )
 
@@ -79,6 +84,13 @@ class Peer:
         self.connected_at = time.time()
         self.closed = False
         self.state: dict[str, Any] = {}
+        # outbound backpressure: when the write backlog first exceeded the soft bound (0 = not behind)
+        self.behind_since = 0.0
+        # inbound rate limit (token bucket)
+        self.tokens = 0.0
+        self.tokens_at = 0.0
+        self.rate_error_at = 0.0
+        self.timer: Any = None  # the authentication deadline, when one runs
 
     def set_identity(self, identity: dict[str, Any] | None) -> None:
         """Adopt ``identity`` and refresh the derived fields used by routing."""

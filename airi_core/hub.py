@@ -90,6 +90,7 @@ class Hub:
         limits = self.settings.limits
         self._soft = limits.outbound_soft_bytes
         self._hard = limits.outbound_hard_bytes
+        self._behind: dict[Peer, None] = {}
         self._grace = limits.slow_consumer_grace_ms / 1000
         self._rate = limits.max_messages_per_second
         self._source = {
@@ -148,14 +149,16 @@ class Hub:
         return self._write(peers, text)
 
     def _write(self, peers: Iterable[Peer], text: str) -> int:
-        """Queue ``text`` on each peer's socket without awaiting any of them, encoded once.
+        """Queue ``text`` on each peer's socket, encoded once, without awaiting any socket.
 
-        A peer whose write backlog stays above ``limits.outbound_soft_bytes`` for longer than
-        ``limits.slow_consumer_grace_ms``, or exceeds ``limits.outbound_hard_bytes`` at once, is
-        a slow consumer: it gets nothing more and is dropped (see :meth:`_slow_consumer`)."""
+        A peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*: the
+        connections that send events then wait (in :meth:`_throttle`) while it drains, so a
+        burst never costs a reading peer a message. A peer that makes no progress draining for
+        ``limits.slow_consumer_grace_ms``, or whose backlog passes ``limits.outbound_hard_bytes``,
+        is a slow consumer and is dropped (:meth:`_slow_consumer`)."""
         data = text.encode()
+        size = len(data)
         sent = 0
-        soft = self._soft
         open_ = State.OPEN
         for peer in peers:
             conn = peer.conn
@@ -169,22 +172,58 @@ class Hub:
                 self.disconnect(peer, "send failed", 1011)
                 continue
             sent += 1
-            backlog = conn.transport.get_write_buffer_size()
-            if backlog > soft:
-                self._behind(peer, backlog)
-            elif peer.behind_since:
-                peer.behind_since = 0.0
+            peer.sent_bytes += size
+            if conn.paused:  # backlog above the soft bound (the transport's high-water mark)
+                self._mark_behind(peer, conn.transport.get_write_buffer_size())
         self.stats["messages_out"] += sent
         return sent
 
-    def _behind(self, peer: Peer, backlog: int) -> None:
-        now = time.monotonic()
+    def _mark_behind(self, peer: Peer, backlog: int) -> None:
         if backlog > self._hard:
-            self._slow_consumer(peer, backlog, now - peer.behind_since if peer.behind_since else 0.0)
-        elif not peer.behind_since:
-            peer.behind_since = now
-        elif now - peer.behind_since > self._grace:
-            self._slow_consumer(peer, backlog, now - peer.behind_since)
+            self._behind.pop(peer, None)
+            self._slow_consumer(peer, backlog, time.monotonic() - peer.progress_at if peer.progress_at else 0.0)
+            return
+        if peer not in self._behind:
+            self._behind[peer] = None
+            peer.progress_at = time.monotonic()
+            peer.drained_mark = peer.sent_bytes - backlog
+
+    async def _throttle(self) -> None:
+        """Hold the calling sender while peers that are behind drain their backlog.
+
+        This is backpressure: a sender cannot outrun its readers, so a burst never costs a
+        reading peer a message. A peer that drains nothing for ``limits.slow_consumer_grace_ms``
+        is a slow consumer and is dropped, after which the senders go on: one peer that stopped
+        reading delays the others by at most the grace period, once."""
+        grace = self._grace
+        while self._behind:
+            now = time.monotonic()
+            waiting: list[Peer] = []
+            deadline = grace
+            for peer in list(self._behind):
+                conn = peer.conn
+                if peer.closed or conn is None or not conn.paused:
+                    self._behind.pop(peer, None)
+                    continue
+                backlog = conn.transport.get_write_buffer_size()
+                drained = peer.sent_bytes - backlog
+                if drained > peer.drained_mark:
+                    peer.drained_mark = drained
+                    peer.progress_at = now
+                stalled = now - peer.progress_at
+                if stalled >= grace:
+                    self._behind.pop(peer, None)
+                    self._slow_consumer(peer, backlog, stalled)
+                    continue
+                waiting.append(peer)
+                deadline = min(deadline, grace - stalled)
+            if not waiting:
+                return
+            drains = [asyncio.ensure_future(p.conn.drain()) for p in waiting if p.conn is not None]
+            # wake up when they all drained, or to re-check progress, or at the earliest grace end
+            _, pending = await asyncio.wait(drains, timeout=min(max(deadline, 0.001), 0.1))
+            for fut in pending:
+                fut.cancel()
 
     def _slow_consumer(self, peer: Peer, backlog: int, behind_for: float) -> None:
         """Drop a peer that does not read fast enough: close 1008 ``slow consumer``, de-announce
@@ -465,6 +504,8 @@ class Hub:
                     res = self.on_frame(peer, frame)
                     if res is not None:
                         await res
+                    if self._behind:
+                        await self._throttle()
         except ConnectionClosed:
             pass
         finally:
@@ -526,6 +567,7 @@ class Hub:
             process_request=self._process_request,
             max_size=self.settings.limits.max_frame_bytes,
             max_queue=16,
+            write_limit=self._soft,
             ping_interval=None,
             compression=None,
             close_timeout=self.settings.limits.close_timeout_ms / 1000,

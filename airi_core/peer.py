@@ -58,7 +58,9 @@ class Peer:
         "connected_at",
         "closed",
         "state",
-        "behind_since",
+        "progress_at",
+        "sent_bytes",
+        "drained_mark",
         "tokens",
         "tokens_at",
         "rate_error_at",
@@ -84,8 +86,11 @@ class Peer:
         self.connected_at = time.time()
         self.closed = False
         self.state: dict[str, Any] = {}
-        # outbound backpressure: when the write backlog first exceeded the soft bound (0 = not behind)
-        self.behind_since = 0.0
+        # outbound backpressure (see Hub._throttle): bytes queued so far, bytes known drained,
+        # and when the peer last made progress draining its backlog
+        self.sent_bytes = 0
+        self.drained_mark = 0
+        self.progress_at = 0.0
         # inbound rate limit (token bucket)
         self.tokens = 0.0
         self.tokens_at = 0.0

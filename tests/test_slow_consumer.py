@@ -1,0 +1,89 @@
+"""Slow consumer end to end: 9 receivers read normally and 1 never reads its socket while a
+sender pushes at full speed; the 9 get everything in order, the slow one is closed with 1008
+``slow consumer`` and de-announced with that reason, and the hub's RSS stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from airi_core.testing import connect_client
+
+from .hubproc import HubProcess, rss_kib
+
+CONFIG = """
+[limits]
+outbound_soft_bytes = 1048576
+outbound_hard_bytes = 4194304
+slow_consumer_grace_ms = 1500
+close_timeout_ms = 60000
+"""
+
+MESSAGES = 6000
+PAYLOAD = "x" * 4000
+PUSH_SECONDS = 30  # upper bound on the push phase
+
+
+async def test_slow_consumer_is_dropped_and_others_get_everything(tmp_path: Path) -> None:
+    with HubProcess(CONFIG, tmp_path) as hub:
+        baseline = rss_kib(hub.pid)
+        receivers = [await connect_client(hub.url, f"r{i}", announce=True) for i in range(9)]
+
+        # the slow peer: a tiny kernel receive buffer and a client that never calls recv()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", hub.port))
+        slow = await connect(hub.url, sock=sock, max_queue=1, max_size=None)
+        identity = {"id": "slow-1", "kind": "plugin", "plugin": {"id": "slow"}}
+        await slow.send(json.dumps({"type": "module:announce", "data": {"name": "slow", "identity": identity}}))
+        await receivers[0].wait_for("registry:modules:sync", lambda e: any(m["name"] == "slow" for m in e["data"]["modules"]))
+
+        sender = await connect_client(hub.url, "sender", announce=True)
+        peak = baseline
+        t0 = time.monotonic()
+        for seq in range(MESSAGES):
+            await sender.ws.send(json.dumps({"type": "stream:chunk", "data": {"seq": seq, "p": PAYLOAD}}))
+            if seq % 500 == 0:
+                peak = max(peak, rss_kib(hub.pid))
+            if time.monotonic() - t0 > PUSH_SECONDS:
+                break
+        sent = seq + 1
+        push_s = time.monotonic() - t0
+
+        for r in receivers:
+            await r.wait_for("stream:chunk", lambda e: e["data"]["seq"] == sent - 1, timeout=60)
+            peak = max(peak, rss_kib(hub.pid))
+            seqs = [e["data"]["seq"] for e in r.received if e.get("type") == "stream:chunk"]
+            assert seqs == list(range(sent)), f"{r.name} lost or reordered messages"
+        gone = await receivers[0].wait_for("module:de-announced", lambda e: e["data"]["name"] == "slow", timeout=10)
+        assert gone["data"]["reason"] == "slow consumer"
+        for r in receivers:
+            assert not any(e.get("type") == "module:de-announced" and e["data"]["name"] != "slow" for e in r.received)
+
+        # the slow peer finally reads: its backlog, then the close frame with code and reason
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    await slow.recv()
+        except ConnectionClosed:
+            pass
+        assert slow.close_code == 1008
+        assert slow.close_reason == "slow consumer"
+
+        after = rss_kib(hub.pid)
+        print(
+            f"\nslow consumer: {sent} x {len(PAYLOAD)} B to 10 peers in {push_s:.1f} s; "
+            f"hub RSS baseline {baseline} KiB, peak {peak} KiB, after {after} KiB"
+        )
+        # the slow peer alone would have needed ~{sent * 4 KB} of buffering; the bound keeps
+        # the hub far below that (generous: 200 MiB)
+        assert peak < 200 * 1024
+        for r in receivers + [sender]:
+            await r.close()
+        assert any("slow consumer" in line for line in hub.stderr_lines)

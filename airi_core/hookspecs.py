@@ -91,9 +91,11 @@ def airi_peer_disconnected(hub: Hub, peer: Peer, reason: str) -> Any:
     """Called when ``peer`` left: its socket closed (``reason`` = ``connection closed``) or the hub dropped it
     (``heartbeat expired``, ``send failed``, ``server shutdown``, ...). May be async.
 
-    The peer is already removed from ``hub.registry`` but ``peer.name``, ``peer.index`` and
-    ``peer.identity`` still describe what it had announced (``peer.announced`` tells whether it
-    had). The built-in ``registry`` plugin broadcasts ``module:de-announced`` from here. The
+    The peer is already removed from ``hub.registry`` (except with reason ``server shutdown``:
+    then every peer is still registered while the hooks run, so that each hears about all the
+    others before its close frame; exclude ``peer`` itself from broadcasts), and ``peer.name``,
+    ``peer.index`` and ``peer.identity`` still describe what it had announced
+    (``peer.announced`` tells whether it had). The built-in ``registry`` plugin broadcasts ``module:de-announced`` from here. The
     return value is ignored.
     """
 

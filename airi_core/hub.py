@@ -600,8 +600,18 @@ class Hub:
         if server is not None:
             server.close(close_connections=False)
         peers = list(self.registry)
+        # Every peer hears every other's de-announce before its close frame: the disconnect hooks
+        # run while all peers are still registered (each broadcast excludes the departing peer),
+        # then everyone is detached at once.
         for peer in peers:
-            await self._drop(peer, "server shutdown")
+            try:
+                res = self.hooks.each("airi_peer_disconnected", self, peer, "server shutdown")
+                if res is not None:
+                    await res
+            except PluginError as exc:
+                self._plugin_failed(exc, None, None)
+        for peer in peers:
+            self._detach(peer)
         closes = [asyncio.ensure_future(p.conn.close(1001, "server shutdown")) for p in peers if p.conn is not None]
         if closes:
             await asyncio.wait(closes, timeout=max(self.settings.server.drain_timeout_ms / 1000, 0.01))

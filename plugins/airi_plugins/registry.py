@@ -4,14 +4,34 @@ Announce (``module:announced`` to the others, a registry sync to everyone), de-a
 reason, the registry sync after authentication, and health broadcasts. An identical re-announce
 (same name, index and identity) changes nothing and sends nothing: the JS SDK announces twice on
 every connection without a token.
+
+The registry sync that follows an announce or de-announce is coalesced: it goes out once the
+registry has been quiet for ``[plugins.registry] sync_debounce_ms`` (at most
+``sync_max_delay_ms`` after the first change), so N modules connecting at once cost each peer
+a handful of syncs instead of N (the reference sends N syncs of N entries to every peer). The
+direct sync a peer gets when it authenticates is never delayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from airi_core import ACCEPT, Accept, Announcement, Event, Peer, hookimpl
 from airi_core.hub import Hub
+
+
+class RegistrySettings(BaseModel):
+    """``[plugins.registry]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Quiet time after the last announce/de-announce before the registry sync goes out
+    #: (0 = send a sync after every change, as the reference does).
+    sync_debounce_ms: int = Field(10, ge=0)
+    #: Upper bound on how long a sync may be held back during a burst of changes.
+    sync_max_delay_ms: int = Field(250, ge=0)
 
 
 def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> None:
@@ -23,11 +43,51 @@ def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> No
         hub.send(peer, "registry:modules:sync", data, parent_id)
 
 
-def _de_announced(hub: Hub, entry: dict[str, Any], reason: str) -> None:
-    hub.broadcast("module:de-announced", {**entry, "reason": reason})
+def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> None:
+    hub.broadcast("module:de-announced", {**entry, "reason": reason}, exclude=peer)
 
 
 class ModuleRegistryPlugin:
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._first_change = 0.0
+        self._settings = RegistrySettings()
+
+    @hookimpl
+    def airi_config_model(self) -> type[BaseModel]:
+        return RegistrySettings
+
+    @hookimpl
+    def airi_startup(self, hub: Hub) -> None:
+        cfg = hub.plugin_config("registry")
+        if isinstance(cfg, RegistrySettings):
+            self._settings = cfg
+
+    @hookimpl
+    def airi_shutdown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def changed(self, hub: Hub) -> None:
+        """The module list changed: schedule (or send) the broadcast registry sync."""
+        debounce = self._settings.sync_debounce_ms / 1000
+        if debounce <= 0:
+            sync(hub)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._timer is None:
+            self._first_change = now
+        else:
+            self._timer.cancel()
+        at = min(now + debounce, self._first_change + self._settings.sync_max_delay_ms / 1000)
+        self._timer = loop.call_at(at, self._flush, hub)
+
+    def _flush(self, hub: Hub) -> None:
+        self._timer = None
+        sync(hub)
+
     @hookimpl
     def airi_peer_authenticated(self, hub: Hub, peer: Peer, parent_id: str | None) -> None:
         sync(hub, peer, parent_id)
@@ -40,19 +100,19 @@ class ModuleRegistryPlugin:
                 return ACCEPT  # identical re-announce: nothing changes
             previous = peer.module_entry()
             hub.registry.unregister_module(peer)
-            _de_announced(hub, previous, "re-announcing")
+            _de_announced(hub, peer, previous, "re-announcing")
         hub.registry.register_module(peer, ann.name, ann.index, ann.identity)
         hub.log.info("announced %s (%s)", peer.display, peer.plugin_id, extra={"peer": peer.id})
         hub.broadcast("module:announced", peer.module_entry(), event.id, exclude=peer)
-        sync(hub)
+        self.changed(hub)
         return ACCEPT
 
     @hookimpl
     def airi_peer_disconnected(self, hub: Hub, peer: Peer, reason: str) -> None:
         if not peer.announced:
             return
-        _de_announced(hub, peer.module_entry(), reason)
-        sync(hub)
+        _de_announced(hub, peer, peer.module_entry(), reason)
+        self.changed(hub)
 
     @hookimpl
     def airi_peer_health_changed(self, hub: Hub, peer: Peer, healthy: bool, reason: str) -> None:

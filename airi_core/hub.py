@@ -144,16 +144,19 @@ class Hub:
         text = self.encode(type, data, parent_id)
         self._write([p for p in self.registry.authenticated() if p is not exclude], text)
 
-    def deliver(self, peers: Iterable[Peer], text: str) -> int:
-        """Write ``text`` to each peer without awaiting any socket; returns how many were open."""
-        return self._write(peers, text)
+    def deliver(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
+        """Write ``text`` to each peer without awaiting any socket; returns how many were open.
 
-    def _write(self, peers: Iterable[Peer], text: str) -> int:
+        With ``sender``, the sender is held back while a receiver is behind (backpressure)."""
+        return self._write(peers, text, sender)
+
+    def _write(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
         """Queue ``text`` on each peer's socket, encoded once, without awaiting any socket.
 
         A peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*: the
-        connections that send events then wait (in :meth:`_throttle`) while it drains, so a
-        burst never costs a reading peer a message. A peer that makes no progress draining for
+        ``sender`` whose event reached it then waits (in :meth:`_throttle`) while it drains, so
+        a burst never costs a reading peer a message. Server-originated events (no sender) never
+        hold anyone back. A peer that makes no progress draining for
         ``limits.slow_consumer_grace_ms``, or whose backlog passes ``limits.outbound_hard_bytes``,
         is a slow consumer and is dropped (:meth:`_slow_consumer`)."""
         data = text.encode()
@@ -175,6 +178,8 @@ class Hub:
             peer.sent_bytes += size
             if conn.paused:  # backlog above the soft bound (the transport's high-water mark)
                 self._mark_behind(peer, conn.transport.get_write_buffer_size())
+                if sender is not None:
+                    sender.pressing = True
         self.stats["messages_out"] += sent
         return sent
 
@@ -477,7 +482,7 @@ class Hub:
             raise PluginError("?", "airi_route", TypeError(f"unexpected route decision {decision!r}"))
         self.stats["events_routed"] += 1
         if recipients:
-            self._write(recipients, event.forward_text(self.wrap))
+            self._write(recipients, event.forward_text(self.wrap), sender)
 
     # -- transport ----------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -504,7 +509,8 @@ class Hub:
                     res = self.on_frame(peer, frame)
                     if res is not None:
                         await res
-                    if self._behind:
+                    if peer.pressing:
+                        peer.pressing = False
                         await self._throttle()
         except ConnectionClosed:
             pass

@@ -61,6 +61,7 @@ class Peer:
         "progress_at",
         "sent_bytes",
         "drained_mark",
+        "pressing",
         "tokens",
         "tokens_at",
         "rate_error_at",
@@ -91,6 +92,7 @@ class Peer:
         self.sent_bytes = 0
         self.drained_mark = 0
         self.progress_at = 0.0
+        self.pressing = False  # an event this peer sent reached a peer that is behind
         # inbound rate limit (token bucket)
         self.tokens = 0.0
         self.tokens_at = 0.0

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,11 +71,12 @@ class ServerConfig(_Section):
     drain_timeout_ms: int = Field(5000, ge=0)
     tls: TLSConfig | None = None
 
-    @model_validator(mode="after")
-    def _path_is_absolute(self) -> ServerConfig:
-        if not self.path.startswith("/"):
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
             raise ValueError("path must start with '/'")
-        return self
+        return path
 
 
 class AuthConfig(_Section):
@@ -137,11 +138,15 @@ class PluginsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _extra_are_tables(self) -> PluginsConfig:
-        for key, value in (self.model_extra or {}).items():
-            if not isinstance(value, dict):
-                raise ValueError(
-                    f"'{key}' is not a known [plugins] key; per-plugin settings go in a table [plugins.{key}]"
-                )
+        bad = sorted(k for k, v in (self.model_extra or {}).items() if not isinstance(v, dict))
+        if bad:
+            raise ValueError(
+                "unknown [plugins] key(s) "
+                + ", ".join(repr(k) for k in bad)
+                + "; per-plugin settings go in tables like [plugins."
+                + bad[0]
+                + "]"
+            )
         return self
 
     def section(self, name: str) -> dict[str, Any]:
@@ -221,7 +226,10 @@ def format_validation_error(
             msg = "unknown key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        shown = "" if loc[: 2] in secret_paths or item["type"] == "extra_forbidden" else f" (got {_describe_input(item.get('input'))})"
+        value = item.get("input")
+        # never echo secrets, nor whole sections (they may hold secrets of their own)
+        hidden = loc[:2] in secret_paths or item["type"] == "extra_forbidden" or isinstance(value, (dict, list))
+        shown = "" if hidden else f" (got {_describe_input(value)})"
         lines.append(f"{where}: {key}: {msg}{shown}")
     return "\n".join(lines)
 
@@ -252,6 +260,12 @@ def load_settings(
     """
     origin = str(path) if path is not None else "defaults"
     raw: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    if raw:
+        # the file must be valid on its own: a flag or variable must not hide a bad value in it
+        try:
+            Settings.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, origin)) from None
     sources: dict[tuple[str, ...], str] = {}
     environ = os.environ if env is None else env
     for var, key in ENV_VARS.items():

@@ -115,13 +115,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title="AIRI hub plugins", title_justify="left")
-    for col in ("name", "distribution", "version", "hooks", "enabled", "order"):
-        table.add_column(col)
+    for col in ("name", "distribution", "version"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("hooks", overflow="fold")
+    table.add_column("enabled", no_wrap=True)
+    table.add_column("order", no_wrap=True)
     for i in plugins.infos:
         hooks = ", ".join(h.removeprefix("airi_") for h in i.hooks) or "-"
         enabled = "[red]failed[/]" if i.error else ("yes" + (" (essential)" if i.essential else "") if i.enabled else "[dim]no[/]")
         table.add_row(i.name, i.distribution or "-", i.version or "-", hooks, enabled, str(i.route_position or "-"))
-    console = Console(soft_wrap=False)
+    # not a terminal (a pipe, a CI log): do not squeeze names into 80 columns
+    console = Console(soft_wrap=False) if sys.stdout.isatty() else Console(width=200, soft_wrap=False)
     console.print(table)
     for i in plugins.infos:
         if i.error:

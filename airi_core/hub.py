@@ -104,9 +104,11 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- plugin-facing API ----------------------------------------------------------------------
-    def plugin_config(self, name: str) -> BaseModel | None:
-        """The validated ``[plugins.<name>]`` settings of plugin ``name`` (None if it has no model)."""
-        return self.plugins.configs.get(name)
+    def plugin_config(self, plugin: str | object) -> BaseModel | None:
+        """The validated ``[plugins.<name>]`` settings of a plugin, given by name or by the
+        plugin object itself (``hub.plugin_config(self)``); None if it declares no model."""
+        name = plugin if isinstance(plugin, str) else self.pm.get_name(plugin)
+        return self.plugins.configs.get(name) if name is not None else None
 
     def metadata(self, parent_id: str | None = None) -> dict[str, Any]:
         """Server metadata for an event the hub originates: its source and a fresh event id,
@@ -566,7 +568,19 @@ class Hub:
         res = self.hooks.each("airi_startup", self)
         if res is not None:
             await res
-        self._server = await serve(
+        try:
+            self._server = await self._bind(host, port, ssl_context)
+        except BaseException:
+            # undo what the startup hooks started (timers...) before reporting the failure
+            res = self.hooks.each("airi_shutdown", self)
+            if res is not None:
+                await res
+            raise
+        return self._server
+
+    async def _bind(self, host: str | None, port: int | None, ssl_context: Any) -> Server:
+        cfg = self.settings.server
+        return await serve(
             self._handle,
             host if host is not None else cfg.host,
             cfg.port if port is None else port,
@@ -580,7 +594,6 @@ class Hub:
             ssl=ssl_context,
             logger=logging.getLogger("websockets.server"),
         )
-        return self._server
 
     @property
     def port(self) -> int:

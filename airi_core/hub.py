@@ -520,7 +520,9 @@ class Hub:
             peer.closed = True
             await self._drop(peer, "connection closed")
             code = conn.close_code
-            if code == 1009:
+            sent = conn.protocol.close_sent
+            if sent is not None and sent.code == 1009:
+                # we closed it for a too-big frame (the peer may never answer: code reads 1006)
                 self.stats["oversized_frames"] += 1
                 self.wslog.warning(
                     "closed %s (%s): frame larger than limits.max_frame_bytes (%d)",

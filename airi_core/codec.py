@@ -28,9 +28,11 @@ def dumps(value: Any) -> str:
 class DecodeError(Exception):
     """A frame that is not an AIRI event; ``message`` is the exact protocol error text."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, parent_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: ``metadata.event.id`` of the rejected frame when it could still be read
+        self.parent_id = parent_id
 
 
 class Event:
@@ -134,6 +136,21 @@ def decode_frame(frame: str | bytes) -> Event:
         wrapped = True
         if type(obj) is not dict:
             raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    try:
+        return _envelope(obj, text, wrapped)
+    except DecodeError as exc:
+        exc.parent_id = _readable_id(obj)
+        raise
+
+
+def _readable_id(obj: dict[str, Any]) -> str | None:
+    md = obj.get("metadata")
+    ev = md.get("event") if type(md) is dict else None
+    eid = ev.get("id") if type(ev) is dict else None
+    return eid if type(eid) is str else None
+
+
+def _envelope(obj: dict[str, Any], text: str, wrapped: bool) -> Event:
     etype = obj.get("type")
     if type(etype) is not str or not etype:
         raise DecodeError(errors.INVALID_EVENT_FORMAT)

@@ -330,7 +330,7 @@ class Hub:
         try:
             event = decode_frame(frame)
         except DecodeError as exc:
-            self.send_error(peer, exc.message)
+            self.send_error(peer, exc.message, exc.parent_id)
             return None
         if peer.authenticated and not peer.announced:
             src = event.source

@@ -150,9 +150,12 @@ def test_root_airi_toml_loads_as_is() -> None:
     assert s.plugins.disable == [] and s.plugins.order == [] and s.plugins.load is None
     assert s.plugins.fail_on_error is False and s.plugins.hook_timeout_ms == 10000
     # the documented defaults really are the defaults
-    assert s == Settings()
-    # and the plugin settings in it are accepted by discovery
-    discover_plugins(s, origin=str(ROOT_TOML))
+    assert s.model_dump(exclude={"plugins"}) == Settings().model_dump(exclude={"plugins"})
+    # and the plugin settings in it are accepted by discovery, and are the plugins' defaults
+    plugins = discover_plugins(s, origin=str(ROOT_TOML))
+    for name, table in s.plugins.sections().items():
+        cfg = plugins.configs[name]
+        assert cfg is not None and cfg == type(cfg)(), f"[plugins.{name}] in airi.toml is not the default"
 
 
 def test_root_airi_toml_passes_config_check() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +37,15 @@ class RouteContext:
     dict for route plugins to pass information down the chain.
     """
 
-    __slots__ = ("hub", "sender", "event", "filters", "bypass", "notes")
+    __slots__ = ("hub", "sender", "event", "filters", "pool", "bypass", "notes")
 
     def __init__(self, hub: Hub, sender: Peer, event: Event) -> None:
         self.hub = hub
         self.sender = sender
         self.event = event
         self.filters: list[PeerFilter] = []
+        #: When set, only these peers can receive the event (see :meth:`narrow`).
+        self.pool: dict[Peer, None] | None = None
         self.bypass = False
         self.notes: dict[str, Any] = {}
 
@@ -51,8 +53,21 @@ class RouteContext:
         """Only peers for which ``predicate(peer)`` is true may receive this event."""
         self.filters.append(predicate)
 
+    def narrow(self, peers: Iterable[Peer]) -> None:
+        """Only these peers can receive the event (intersected with any earlier narrowing).
+
+        A shortcut for filters that an index can answer (e.g. ``module:NAME`` through the
+        registry): the core then looks at these peers only instead of testing every peer."""
+        if self.pool is None:
+            self.pool = dict.fromkeys(peers)
+        else:
+            keep = set(peers)
+            self.pool = {p: None for p in self.pool if p in keep}
+
     def accepts(self, peer: Peer) -> bool:
-        """Whether ``peer`` passes every filter added so far."""
+        """Whether ``peer`` is in the pool (if narrowed) and passes every filter added so far."""
+        if self.pool is not None and peer not in self.pool:
+            return False
         for f in self.filters:
             if not f(peer):
                 return False
@@ -62,7 +77,11 @@ class RouteContext:
         """Authenticated peers other than the sender that pass every filter added so far."""
         sender = self.sender
         filters = self.filters
-        for peer in self.hub.registry.authenticated():
+        if self.pool is not None:
+            source: Iterable[Peer] = [p for p in self.pool if p.authenticated and p in self.hub.registry]
+        else:
+            source = self.hub.registry.authenticated()
+        for peer in source:
             if peer is sender:
                 continue
             if filters and not all(f(peer) for f in filters):

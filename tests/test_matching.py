@@ -105,3 +105,38 @@ json_values = st.recursive(
 def test_matcher_total_over_arbitrary_json(dests: list[Any]) -> None:
     result = compile_destinations(dests)(P)
     assert isinstance(result, bool)
+
+
+@pytest.mark.parametrize(
+    "dests,hint",
+    [
+        (["module:a"], {"a"}),
+        (["module:a", "source:b"], {"a", "b"}),
+        (["module:a", "*"], None),
+        ([{"type": "and", "all": [{"type": "label", "selectors": ["x"]}, "module:a"]}], {"a"}),
+        ([{"type": "or", "any": ["module:a", {"type": "module", "modules": ["b", "c"]}]}], {"a", "b", "c"}),
+        ([{"type": "or", "any": ["module:a", "label:x"]}], None),
+        ([{"type": "module", "modules": ["a"], "inverted": True}], None),
+        (["plugin:a"], None),
+        (["module:"], None),
+    ],
+)
+def test_destinations_hint(dests: list[Any], hint: set[str] | None) -> None:
+    from airi_plugins.matching import destinations_hint
+
+    got = destinations_hint(dests)
+    assert (set(got) if got is not None else None) == hint
+
+
+@given(st.lists(json_values, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_hint_never_excludes_a_match(dests: list[Any]) -> None:
+    """Whenever a hint exists, every peer that matches the destinations has a hinted name."""
+    from airi_plugins.matching import destinations_hint
+
+    hint = destinations_hint(dests)
+    if hint is None:
+        return
+    for p in (P, peer(name="other"), peer(name="a"), peer(name="")):
+        if compile_destinations(dests)(p):
+            assert p.name in hint

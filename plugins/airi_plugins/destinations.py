@@ -7,7 +7,7 @@ from __future__ import annotations
 from airi_core import Drop, RouteContext, hookimpl
 from airi_core.hub import Hub
 
-from .matching import compile_destinations
+from .matching import compile_destinations, destinations_hint
 
 
 class Destinations:
@@ -23,5 +23,12 @@ class Destinations:
             dests = event.data.get("destinations")
             if not isinstance(dests, list) or not dests:
                 return None
+        hint = destinations_hint(dests)
+        if hint is not None:
+            # e.g. module:NAME: look the few possible peers up instead of testing all of them
+            registry = hub.registry
+            ctx.narrow(p for name in hint for p in registry.peers_named(name))
+            if all(isinstance(d, str) for d in dests):
+                return None  # plain module:/source: strings: the index answers exactly
         ctx.add_filter(compile_destinations(dests))
         return None

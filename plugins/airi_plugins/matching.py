@@ -176,3 +176,45 @@ def is_devtools(peer: Peer) -> bool:
     if value is not None and label_text(value) in ("true", "1"):
         return True
     return "devtools" in peer.name
+
+
+def module_hint(dest: Any, depth: int = 0) -> frozenset[str] | None:
+    """Module names that every peer matching ``dest`` must have, when the expression says so
+    (``module:X``, ``source:X``, a non-inverted ``module``/``source`` leaf, an ``and`` with such a
+    term, an ``or`` of such terms); None when any peer might match. Lets routing look peers up by
+    name instead of testing every peer."""
+    if isinstance(dest, str):
+        prefix, sep, value = dest.partition(":")
+        if sep and prefix in ("module", "source") and value:
+            return frozenset((value,))
+        return None
+    if not isinstance(dest, dict) or depth > MAX_DEPTH:
+        return None
+    kind = dest.get("type")
+    if kind in ("module", "source") and dest.get("inverted") is not True:
+        values = _strings(dest, "modules" if kind == "module" else "sources")
+        return frozenset(v for v in values if v) if values is not None else None
+    if kind == "and":
+        children = dest.get("all")
+        if isinstance(children, list):
+            for child in children:
+                hint = module_hint(child, depth + 1)
+                if hint is not None:
+                    return hint
+        return None
+    if kind == "or":
+        children = dest.get("any")
+        if isinstance(children, list):
+            return destinations_hint(children, depth + 1)
+    return None
+
+
+def destinations_hint(dests: list[Any], depth: int = 0) -> frozenset[str] | None:
+    """Union of the module hints of every destination, or None if one of them has none."""
+    names: set[str] = set()
+    for d in dests:
+        hint = module_hint(d, depth)
+        if hint is None:
+            return None
+        names |= hint
+    return frozenset(names)

@@ -22,6 +22,15 @@ def policy_predicate(policy: PolicyConfig):  # type: ignore[no-untyped-def]
     deny_labels = [parse_selector(s) for s in policy.deny_labels]
 
     def allowed(peer: Peer) -> bool:
+        # a peer's verdict only changes with its identity: cache it on the peer
+        cached = peer.state.get("policy")
+        if cached is not None and cached[0] is peer.identity and cached[1] is policy:
+            return cached[2]  # type: ignore[no-any-return]
+        ok = judge(peer)
+        peer.state["policy"] = (peer.identity, policy, ok)
+        return ok
+
+    def judge(peer: Peer) -> bool:
         if allow_plugins and peer.plugin_id not in allow_plugins:
             return False
         if deny_plugins and peer.plugin_id in deny_plugins:

@@ -324,9 +324,9 @@ class Hub:
             return None
         if not peer.healthy:
             self.set_health(peer, True, "activity")
-        if frame in HEARTBEAT_FRAMES or frame in _HEARTBEAT_BYTES:
+        if len(frame) == 4 and (frame in HEARTBEAT_FRAMES or frame in _HEARTBEAT_BYTES):
             kind = frame if isinstance(frame, str) else frame.decode()
-            return self._guard(peer, None, lambda: self.hooks.each("airi_heartbeat", self, peer, kind, None, None))
+            return self._guard(peer, None, self.hooks.each, "airi_heartbeat", self, peer, kind, None, None)
         try:
             event = decode_frame(frame)
         except DecodeError as exc:
@@ -338,7 +338,7 @@ class Hub:
                 # before announcing, the peer's identity is whatever it last claimed; once
                 # announced the registry's identity is authoritative (PROTOCOL improvement)
                 peer.set_identity(src)
-        return self._guard(peer, event, lambda: self._dispatch(peer, event))
+        return self._guard(peer, event, self._dispatch, peer, event)
 
     def _take_token(self, peer: Peer, now: float) -> bool:
         """Token bucket of ``limits.max_messages_per_second`` (burst: one second's worth)."""
@@ -356,9 +356,10 @@ class Hub:
             self.send_error(peer, f"rate limit exceeded: at most {rate:g} messages per second, frame dropped")
         return False
 
-    def _guard(self, peer: Peer, event: Event | None, call: Any) -> Awaitable[None] | None:
+    def _guard(self, peer: Peer, event: Event | None, call: Any, *args: Any) -> Awaitable[None] | None:
+        """Run ``call(*args)`` so that no plugin failure can end the connection."""
         try:
-            res = call()
+            res = call(*args)
         except PluginError as exc:
             self._plugin_failed(exc, peer, event)
             return None

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import errors
 
-__all__ = ["Event", "DecodeError", "decode_frame", "dumps", "HEARTBEAT_FRAMES"]
+__all__ = ["Event", "DecodeError", "decode_frame", "dumps", "non_negative_int", "HEARTBEAT_FRAMES"]
 
 #: Raw text frames that are transport heartbeats, not events.
 HEARTBEAT_FRAMES = frozenset({"ping", "pong"})
@@ -23,6 +23,18 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def dumps(value: Any) -> str:
     """Compact JSON text, UTF-8 kept as is (the reference's JSON.stringify style)."""
     return _encoder.encode(value)
+
+
+def non_negative_int(value: Any) -> int | None:
+    """``value`` as an index when JSON-wise it is a non-negative integer (``2.0`` counts, as in
+    JS; booleans do not), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
 
 
 class DecodeError(Exception):

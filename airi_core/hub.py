@@ -24,7 +24,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from . import __version__, errors
-from .codec import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps
+from .codec import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, non_negative_int
 from .config import Settings
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
 from .peer import Peer
@@ -443,7 +443,7 @@ class Hub:
         if index is _MISSING:
             index = None
         else:
-            index = _non_negative_int(index)
+            index = non_negative_int(index)
             if index is None:
                 self.send_error(peer, errors.MODULE_ANNOUNCE_INDEX_INVALID, parent)
                 return
@@ -667,14 +667,6 @@ def _has_loop() -> bool:
         return False
 
 
-def _non_negative_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
 
 
 def _valid_identity(identity: Any) -> bool:

@@ -7,17 +7,10 @@ whatever its index; an unknown module answers ``module not found...``."""
 from __future__ import annotations
 
 from airi_core import ACCEPT, Accept, Event, Peer, Reject, errors, hookimpl
+from airi_core.codec import non_negative_int
 from airi_core.hub import Hub
 
 
-def _index(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
 
 
 class UiConfigure:
@@ -33,7 +26,7 @@ class UiConfigure:
             return Reject(errors.UI_CONFIGURE_MODULE_NAME_INVALID)
         index = None
         if "moduleIndex" in data:
-            index = _index(data["moduleIndex"])
+            index = non_negative_int(data["moduleIndex"])
             if index is None:
                 return Reject(errors.UI_CONFIGURE_MODULE_INDEX_INVALID)
         target = hub.registry.find_module(name, index)

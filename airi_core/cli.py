@@ -70,16 +70,17 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> 
     from .hub import Hub
 
     hub = Hub(settings, plugins)
+    # handlers first: a signal that arrives while binding must still mean a clean shutdown
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await hub.start()
     except OSError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
         return 1
     _summary(hub, origin)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     hub.log.info("shutting down: closing %d peers", len(hub.registry))
     await hub.shutdown()
@@ -147,6 +148,106 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tail(args: argparse.Namespace) -> int:
+    """``airi tail``: print events live, one per line."""
+    from .client_cli import run_tail
+
+    try:
+        return asyncio.run(run_tail(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``airi send TYPE [JSON]``: send one event and print the replies."""
+    from .client_cli import run_send
+
+    try:
+        return asyncio.run(run_send(args, args.parser))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    """``airi modules``: the hub's module registry as a table, with health."""
+    from .client_cli import run_modules
+
+    try:
+        return asyncio.run(run_modules(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _add_client_args(p: argparse.ArgumentParser, name: str) -> None:
+    """Options shared by ``tail``, ``send`` and ``modules`` (the client code loads only when one
+    of them runs)."""
+    p.add_argument("--url", default=None, help="hub WebSocket URL (default: $AIRI_HUB_URL or ws://127.0.0.1:6121/ws)")
+    p.add_argument("--token", default=None, help="authentication token (default: $AIRI_HUB_TOKEN or $AUTHENTICATION_TOKEN)")
+    p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="how long to try reaching the hub (default 10)")
+    p.add_argument("--name", default=name, help=f"module name to use (default {name})")
+
+
+_PREVIEW_CHARS = 120  # default length of the data preview in tail/send lines
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _add_client_commands(sub: Any) -> None:
+    positive, count = _positive, _count
+
+    p = sub.add_parser("tail", help="print the events a hub routes, live, one per line")
+    _add_client_args(p, "airi-tail")
+    p.add_argument("--type", action="append", metavar="GLOB",
+                   help="only event types matching GLOB (repeatable; default: every event but heartbeats)")
+    p.add_argument("--json", action="store_true", help="print each event as one line of raw JSON")
+    p.add_argument("--count", type=count, metavar="N", help="exit after N events")
+    p.add_argument("--seconds", type=positive, metavar="S", help="exit after S seconds")
+    p.add_argument("--announce", action="store_true",
+                   help="announce as module --name (then module:NAME destinations reach it too)")
+    p.add_argument("--preview", type=count, default=_PREVIEW_CHARS, metavar="CHARS", help="data preview length")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("send", help="send one event and print any reply")
+    _add_client_args(p, "airi-send")
+    p.add_argument("type", metavar="TYPE", help="event type, e.g. input:text")
+    p.add_argument("data", metavar="JSON", nargs="?", help="event data, a JSON object (default {})")
+    p.add_argument("--to", action="append", metavar="DESTINATION",
+                   help="route.destinations entry, e.g. module:NAME, plugin:ID, label:k=v (repeatable)")
+    p.add_argument("--route", metavar="JSON", help="the whole route object, e.g. '{\"delivery\": {\"required\": true}}'")
+    p.add_argument("--wait", type=_not_negative, default=2.0, metavar="S", help="seconds to wait for replies (default 2; 0: none)")
+    p.add_argument("--count", type=count, metavar="N", help="stop after N replies")
+    p.add_argument("--all", action="store_true", help="print every event from a module while waiting, not just replies")
+    p.add_argument("--json", action="store_true", help="print replies as raw JSON lines")
+    p.add_argument("--preview", type=count, default=_PREVIEW_CHARS, metavar="CHARS", help="data preview length")
+    p.set_defaults(func=cmd_send, parser=p)
+
+    p = sub.add_parser("modules", help="print the hub's module registry, with health")
+    _add_client_args(p, "airi-modules")
+    p.add_argument("--wait", type=_not_negative, default=0.5, metavar="S",
+                   help="seconds to listen for health reports before printing (default 0.5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_modules)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airi", description="The AIRI hub: a plugin-extensible WebSocket server for AIRI modules.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -170,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("check", help="validate a config file (default ./airi.toml) and print the effective settings")
     c.add_argument("path", nargs="?")
     c.set_defaults(func=cmd_config_check)
+
+    _add_client_commands(sub)
     return parser
 
 

@@ -237,8 +237,8 @@ class Hub:
         it with reason ``slow consumer``, log it and count it. Nothing more is queued for it."""
         self.stats["slow_consumers"] += 1
         self.wslog.warning(
-            "slow consumer %s (%s): %d bytes pending for %.1f s, disconnecting",
-            peer.display, peer.id, backlog, behind_for,
+            "slow consumer %s: %d bytes pending, nothing drained for %.1f s, disconnecting",
+            peer.describe, backlog, behind_for,
             extra={"peer": peer.id, "backlog_bytes": backlog},
         )
         self.disconnect(peer, "slow consumer", 1008)
@@ -526,11 +526,11 @@ class Hub:
                 # we closed it for a too-big frame (the peer may never answer: code reads 1006)
                 self.stats["oversized_frames"] += 1
                 self.wslog.warning(
-                    "closed %s (%s): frame larger than limits.max_frame_bytes (%d)",
-                    peer.id, peer.display, self.settings.limits.max_frame_bytes, extra={"peer": peer.id},
+                    "closed %s: frame larger than limits.max_frame_bytes (%d)",
+                    peer.describe, self.settings.limits.max_frame_bytes, extra={"peer": peer.id},
                 )
             self.wslog.info(
-                "closed %s (%s) code=%s (%d peers)", peer.id, peer.display, code, len(self.registry), extra={"peer": peer.id}
+                "closed %s code=%s (%d peers)", peer.describe, code, len(self.registry), extra={"peer": peer.id}
             )
 
     async def _open(self, peer: Peer) -> bool:

@@ -116,6 +116,11 @@ class Peer:
             return self.name if self.index is None else f"{self.name}[{self.index}]"
         return self.id
 
+    @property
+    def describe(self) -> str:
+        """Connection id plus module name when it has one: ``p3 (stage[0])``."""
+        return f"{self.id} ({self.display})" if self.name else self.id
+
     def module_entry(self) -> dict[str, Any]:
         """``{name, index?, identity}`` as registry events carry it (``index`` omitted when unset)."""
         entry: dict[str, Any] = {"name": self.name}

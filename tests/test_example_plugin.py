@@ -2,7 +2,7 @@
 ``examples/print_events.py``, against the real hub started as a subprocess.
 
 The plugin must be installed in the test environment, as a separate distribution:
-``pip install -e '.[test]' ./examples/airi-route-filter``. The hub finds it through its
+``pip install -e '.[test]' -e ./examples/airi-route-filter``. The hub finds it through its
 ``airi.plugins`` entry point and enables it from a temporary ``airi.toml``; the tests connect
 real WebSocket clients and check what each one receives.
 

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+import struct
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
@@ -37,6 +38,18 @@ __all__ = ["Hub", "SERVER_PLUGIN_ID"]
 SERVER_PLUGIN_ID = "proj-airi:server-runtime"
 _HEARTBEAT_BYTES = frozenset(f.encode() for f in HEARTBEAT_FRAMES)
 _MISSING: Any = object()
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 section 5.2) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, n)
+    return head + payload
 
 
 def new_id() -> str:
@@ -91,6 +104,9 @@ class Hub:
         self._soft = limits.outbound_soft_bytes
         self._hard = limits.outbound_hard_bytes
         self._behind: dict[Peer, None] = {}
+        self._dirty: list[Peer] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set in start()
         self._grace = limits.slow_consumer_grace_ms / 1000
         self._rate = limits.max_messages_per_second
         self._source = {
@@ -153,7 +169,12 @@ class Hub:
         return self._write(peers, text, sender)
 
     def _write(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
-        """Queue ``text`` on each peer's socket, encoded once, without awaiting any socket.
+        """Queue ``text`` for each peer, without awaiting any socket.
+
+        The WebSocket frame is built once (a server's frames are unmasked and we negotiate no
+        extension, so it is the same bytes for every receiver) and appended to each peer's
+        outbox; :meth:`_flush` writes every outbox with one ``transport.write`` at the end of
+        the loop iteration, so a burst of events costs each receiver one system call.
 
         A peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*: the
         ``sender`` whose event reached it then waits (in :meth:`_throttle`) while it drains, so
@@ -161,29 +182,55 @@ class Hub:
         hold anyone back. A peer that makes no progress draining for
         ``limits.slow_consumer_grace_ms``, or whose backlog passes ``limits.outbound_hard_bytes``,
         is a slow consumer and is dropped (:meth:`_slow_consumer`)."""
-        data = text.encode()
-        size = len(data)
+        frame = text_frame(text.encode())
         sent = 0
         open_ = State.OPEN
+        dirty = self._dirty
         for peer in peers:
             conn = peer.conn
             if conn is None or peer.closed or conn.protocol.state is not open_:
                 continue
+            outbox = peer.outbox
+            if not outbox:
+                dirty.append(peer)
+            outbox.append(frame)
+            sent += 1
+            if conn.paused and sender is not None:  # behind as of the last flush
+                sender.pressing = True
+        if sent:
+            self.stats["messages_out"] += sent
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        return sent
+
+    def _flush(self) -> None:
+        """Write every peer's queued frames, one ``transport.write`` per peer."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        open_ = State.OPEN
+        soft = self._soft
+        for peer in dirty:
+            outbox = peer.outbox
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            outbox.clear()
+            conn = peer.conn
+            # a peer detached since its frames were queued still gets them, before its close
+            if conn is None or conn.protocol.state is not open_:
+                continue
+            transport = conn.transport
+            if transport.is_closing():
+                continue
             try:
-                conn.protocol.send_text(data)
-                conn.send_data()
+                transport.write(data)
             except Exception as exc:  # the transport died under us
-                self.wslog.debug("write to %s failed: %s", peer.display, exc)
+                self.wslog.debug("write to %s failed: %s", peer.describe, exc)
                 self.disconnect(peer, "send failed", 1011)
                 continue
-            sent += 1
-            peer.sent_bytes += size
-            if conn.paused:  # backlog above the soft bound (the transport's high-water mark)
-                self._mark_behind(peer, conn.transport.get_write_buffer_size())
-                if sender is not None:
-                    sender.pressing = True
-        self.stats["messages_out"] += sent
-        return sent
+            peer.sent_bytes += len(data)
+            backlog = transport.get_write_buffer_size()
+            if backlog > soft:
+                self._mark_behind(peer, backlog)
 
     def _mark_behind(self, peer: Peer, backlog: int) -> None:
         if backlog > self._hard:
@@ -260,10 +307,17 @@ class Hub:
         ``limits.close_timeout_ms`` when the peer does not answer the close)."""
         if not self._detach(peer):
             return
-        self.wslog.info("dropping %s: %s", peer.display, reason, extra={"peer": peer.id})
+        self.wslog.info("dropping %s: %s", peer.describe, reason, extra={"peer": peer.id})
         self._spawn(self._drop(peer, reason, detached=True))
         if peer.conn is not None:
-            self._spawn(peer.conn.close(code, reason[:120]))
+            self._spawn(self._close(peer.conn, code, reason[:120]))
+
+    async def _close(self, conn: ServerConnection, code: int, reason: str) -> None:
+        """Close after what was already queued for the peer: a close frame written before
+        queued frames would make the client drop them."""
+        if self._dirty:
+            self._flush()
+        await conn.close(code, reason)
 
     # -- internals --------------------------------------------------------------------------------
     def _spawn(self, aw: Awaitable[Any]) -> None:
@@ -561,6 +615,7 @@ class Hub:
         bound port when ``port=0``)."""
         if self._stopped is None:
             self._stopped = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         cfg = self.settings.server
         ssl_context = None
         if cfg.tls is not None:
@@ -634,6 +689,8 @@ class Hub:
                 self._plugin_failed(exc, None, None)
         for peer in peers:
             self._detach(peer)
+        # the de-announces above are queued: write them before the close frames
+        self._flush()
         closes = [asyncio.ensure_future(p.conn.close(1001, "server shutdown")) for p in peers if p.conn is not None]
         if closes:
             await asyncio.wait(closes, timeout=max(self.settings.server.drain_timeout_ms / 1000, 0.01))

@@ -62,6 +62,7 @@ class Peer:
         "sent_bytes",
         "drained_mark",
         "pressing",
+        "outbox",
         "tokens",
         "tokens_at",
         "rate_error_at",
@@ -93,6 +94,7 @@ class Peer:
         self.drained_mark = 0
         self.progress_at = 0.0
         self.pressing = False  # an event this peer sent reached a peer that is behind
+        self.outbox: list[bytes] = []  # frames queued for the next flush (see Hub._write)
         # inbound rate limit (token bucket)
         self.tokens = 0.0
         self.tokens_at = 0.0

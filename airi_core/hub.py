@@ -523,7 +523,7 @@ class Hub:
         ctx = RouteContext(self, sender, event)
         decision = self.hooks.first_sync("airi_route", self, ctx)
         if decision is None or isinstance(decision, Broadcast):
-            recipients: list[Peer] = list(ctx.candidates())
+            recipients: list[Peer] = ctx.candidates()
         elif isinstance(decision, Targets):
             registry = self.registry
             recipients = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,17 +73,19 @@ class RouteContext:
                 return False
         return True
 
-    def candidates(self) -> Iterator[Peer]:
+    def candidates(self) -> list[Peer]:
         """Authenticated peers other than the sender that pass every filter added so far."""
         sender = self.sender
         filters = self.filters
-        if self.pool is not None:
-            source: Iterable[Peer] = [p for p in self.pool if p.authenticated and p in self.hub.registry]
+        pool = self.pool
+        if pool is not None:
+            # a detached peer is marked closed at once, so this also means "still registered"
+            source: Iterable[Peer] = [p for p in pool if p.authenticated and not p.closed]
         else:
             source = self.hub.registry.authenticated()
-        for peer in source:
-            if peer is sender:
-                continue
-            if filters and not all(f(peer) for f in filters):
-                continue
-            yield peer
+        if not filters:
+            return [p for p in source if p is not sender]
+        if len(filters) == 1:
+            only = filters[0]
+            return [p for p in source if p is not sender and only(p)]
+        return [p for p in source if p is not sender and all(f(p) for f in filters)]

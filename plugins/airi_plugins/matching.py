@@ -67,7 +67,12 @@ def selector_matches(selector: tuple[str, str | None], labels: dict[str, Any]) -
 
 def selectors_match(selectors: Sequence[tuple[str, str | None]], labels: dict[str, Any]) -> bool:
     """All selectors match (an empty list matches)."""
-    return all(selector_matches(s, labels) for s in selectors)
+    for key, value in selectors:  # a plain loop: this runs per candidate peer per event
+        if not key or key not in labels:
+            return False
+        if value is not None and label_text(labels[key]) != value:
+            return False
+    return True
 
 
 def compile_selectors(raw: Any) -> list[tuple[str, str | None]] | None:
@@ -119,9 +124,7 @@ def compile_expression(expr: Any, depth: int = 0) -> Predicate:
         if not isinstance(children, list):
             return _never
         preds = [compile_expression(c, depth + 1) for c in children]
-        if kind == "and":
-            return lambda p: all(f(p) for f in preds)
-        return lambda p: any(f(p) for f in preds)
+        return _all_of(preds) if kind == "and" else _any_of(preds)
     leaf = _compile_leaf(kind, expr)
     if leaf is None:
         return _never
@@ -158,16 +161,34 @@ def _compile_leaf(kind: str, expr: dict[str, Any]) -> Predicate | None:
     return lambda p: bool(p.name) and p.name in wanted
 
 
-def compile_destinations(destinations: list[Any]) -> Predicate:
-    """A predicate true for peers matching any destination (an empty list matches nobody)."""
-    preds = [compile_expression(d) for d in destinations]
+def _all_of(preds: list[Predicate]) -> Predicate:
+    # closures without generators for the common small cases: evaluated per candidate per event
     if not preds:
-        return _never
+        return _always
     if len(preds) == 1:
         return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda p: a(p) and b(p)
+    return lambda p: all(f(p) for f in preds)
+
+
+def _any_of(preds: list[Predicate]) -> Predicate:
+    if not preds:
+        return _never
     if _always in preds:
         return _always
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda p: a(p) or b(p)
     return lambda p: any(f(p) for f in preds)
+
+
+def compile_destinations(destinations: list[Any]) -> Predicate:
+    """A predicate true for peers matching any destination (an empty list matches nobody)."""
+    return _any_of([compile_expression(d) for d in destinations])
 
 
 def is_devtools(peer: Peer) -> bool:

@@ -479,7 +479,7 @@ class Hub:
         if res is not None and inspect.isawaitable(res):
             res = await res
         if isinstance(res, Accept):
-            self.wslog.info("authenticated %s", peer.display, extra={"peer": peer.id})
+            self.wslog.debug("authenticated %s", peer.describe, extra={"peer": peer.id})
             await self._accept(peer, event.id)
             return
         message = res.message if isinstance(res, Reject) else errors.INVALID_TOKEN

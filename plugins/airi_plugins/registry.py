@@ -31,7 +31,7 @@ class RegistrySettings(BaseModel):
     #: (0 = send a sync after every change, as the reference does).
     sync_debounce_ms: int = Field(10, ge=0)
     #: Upper bound on how long a sync may be held back during a burst of changes.
-    sync_max_delay_ms: int = Field(250, ge=0)
+    sync_max_delay_ms: int = Field(1000, ge=0)
 
 
 def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> None:

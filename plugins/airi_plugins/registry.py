@@ -7,9 +7,12 @@ every connection without a token.
 
 The registry sync that follows an announce or de-announce is coalesced: it goes out once the
 registry has been quiet for ``[plugins.registry] sync_debounce_ms`` (at most
-``sync_max_delay_ms`` after the first change), so N modules connecting at once cost each peer
-a handful of syncs instead of N (the reference sends N syncs of N entries to every peer). The
-direct sync a peer gets when it authenticates is never delayed.
+``sync_max_delay_ms`` after the first change), and the broadcast syncs together never use more
+than ``sync_bytes_per_second`` of any peer's bandwidth: after a sync of S bytes the next one
+waits at least S / budget. So N modules connecting at once cost each peer the N
+``module:announced`` deltas plus syncs bounded by the budget times the burst's length: linear in
+N, where the reference sends N syncs of N entries to every peer. The direct sync a peer gets
+when it authenticates is never delayed.
 """
 
 from __future__ import annotations
@@ -30,17 +33,19 @@ class RegistrySettings(BaseModel):
     #: Quiet time after the last announce/de-announce before the registry sync goes out
     #: (0 = send a sync after every change, as the reference does).
     sync_debounce_ms: int = Field(10, ge=0)
-    #: Upper bound on how long a sync may be held back during a burst of changes.
+    #: Upper bound on how long a sync may be held back by the debounce during a burst.
     sync_max_delay_ms: int = Field(1000, ge=0)
+    #: Bandwidth the broadcast syncs may use per peer (the deltas, module:announced and
+    #: module:de-announced, are never held back).
+    sync_bytes_per_second: int = Field(64 * 1024, ge=1024)
 
 
-def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> None:
-    """Send ``registry:modules:sync`` to ``peer``, or to every authenticated peer."""
-    data = {"modules": hub.registry.modules()}
-    if peer is None:
-        hub.broadcast("registry:modules:sync", data)
-    else:
-        hub.send(peer, "registry:modules:sync", data, parent_id)
+def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> int:
+    """Send ``registry:modules:sync`` to ``peer``, or to every authenticated peer (encoded
+    once); returns the frame's size."""
+    text = hub.encode("registry:modules:sync", {"modules": hub.registry.modules()}, parent_id)
+    hub.deliver([peer] if peer is not None else list(hub.registry.authenticated()), text)
+    return len(text)
 
 
 def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> None:
@@ -51,6 +56,7 @@ class ModuleRegistryPlugin:
     def __init__(self) -> None:
         self._timer: asyncio.TimerHandle | None = None
         self._first_change = 0.0
+        self._next_allowed = 0.0  # bandwidth budget: no broadcast sync before this time
         self._settings = RegistrySettings()
 
     @hookimpl
@@ -82,11 +88,12 @@ class ModuleRegistryPlugin:
         else:
             self._timer.cancel()
         at = min(now + debounce, self._first_change + self._settings.sync_max_delay_ms / 1000)
-        self._timer = loop.call_at(at, self._flush, hub)
+        self._timer = loop.call_at(max(at, self._next_allowed), self._flush, hub)
 
     def _flush(self, hub: Hub) -> None:
         self._timer = None
-        sync(hub)
+        size = sync(hub)
+        self._next_allowed = asyncio.get_running_loop().time() + size / self._settings.sync_bytes_per_second
 
     @hookimpl
     def airi_peer_authenticated(self, hub: Hub, peer: Peer, parent_id: str | None) -> None:
@@ -102,7 +109,7 @@ class ModuleRegistryPlugin:
             hub.registry.unregister_module(peer)
             _de_announced(hub, peer, previous, "re-announcing")
         hub.registry.register_module(peer, ann.name, ann.index, ann.identity)
-        hub.log.info("announced %s (%s)", peer.display, peer.plugin_id, extra={"peer": peer.id})
+        hub.log.info("announced %s (%s)", peer.describe, peer.plugin_id, extra={"peer": peer.id})
         hub.broadcast("module:announced", peer.module_entry(), event.id, exclude=peer)
         self.changed(hub)
         return ACCEPT

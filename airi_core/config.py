@@ -52,7 +52,7 @@ class LimitsConfig(_Section):
     max_messages_per_second: float = Field(0, ge=0)
     outbound_soft_bytes: int = Field(1 << 20, ge=1024)
     outbound_hard_bytes: int = Field(8 << 20, ge=1024)
-    slow_consumer_grace_ms: int = Field(1000, ge=0)
+    slow_consumer_grace_ms: int = Field(500, ge=0)
     close_timeout_ms: int = Field(2000, ge=1)
 
     @model_validator(mode="after")

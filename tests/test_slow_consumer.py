@@ -21,7 +21,7 @@ CONFIG = """
 [limits]
 outbound_soft_bytes = 1048576
 outbound_hard_bytes = 4194304
-slow_consumer_grace_ms = 1500
+slow_consumer_grace_ms = 500
 close_timeout_ms = 60000
 """
 

@@ -17,6 +17,13 @@ __all__ = ["Event", "DecodeError", "decode_frame", "dumps", "non_negative_int", 
 HEARTBEAT_FRAMES = frozenset({"ping", "pong"})
 
 _decoder = json.JSONDecoder()
+
+try:  # orjson parses a frame ~2.5-3x faster (bench/json_libs.py): +8-14% hub throughput
+    from orjson import JSONDecodeError as _FastError
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - a platform without orjson wheels
+    _fast_loads = _decoder.decode
+    _FastError = json.JSONDecodeError
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -133,7 +140,12 @@ def decode_frame(frame: str | bytes) -> Event:
     """
     text = _as_text(frame)
     try:
-        obj = _decoder.decode(text)
+        try:
+            obj = _fast_loads(text)
+        except _FastError:
+            # what orjson refuses, the stdlib decides: it accepts what the hub always accepted
+            # (integers beyond 64 bits, lone surrogates) and words the error the same way
+            obj = _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(errors.invalid_json(str(exc))) from None
     except RecursionError:

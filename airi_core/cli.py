@@ -97,7 +97,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     lg = settings.logging
     setup_logging(lg.level, lg.format, lg.websocket_level, lg.websocket_format)
-    return asyncio.run(_serve(settings, plugins, origin))
+    try:
+        factory = loop_factory(settings.server.event_loop)
+    except ConfigError as exc:
+        return _fail(exc)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_serve(settings, plugins, origin))
+
+
+def loop_factory(choice: str) -> Any:
+    """The event loop for ``[server] event_loop``: ``asyncio`` (the stdlib's), ``uvloop``
+    (must be installed: ``pip install 'airi-hub[uvloop]'``) or ``auto`` (uvloop when installed)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("server.event_loop: 'uvloop' is not installed (pip install 'airi-hub[uvloop]')") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -69,6 +69,7 @@ class ServerConfig(_Section):
     instance_id: str | None = None
     wire_format: Literal["superjson", "json"] = "superjson"
     drain_timeout_ms: int = Field(5000, ge=0)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "asyncio"
     tls: TLSConfig | None = None
 
     @field_validator("path")

@@ -514,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-logs", action="store_true", help="keep the server and loadgen logs (path printed)")
     ap.add_argument("--all-plugins", action="store_true",
                     help="let the hub load every installed plugin (default: only its built-in ones)")
+    ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="the hub's [server] event_loop (uvloop must be installed)")
     args = ap.parse_args(argv)
 
     prof_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -555,8 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     plan_sessions = sessions(prof, chosen)
     plugins = None if args.all_plugins else builtin_plugins()
     meta["hub_plugins"] = plugins or "all installed"
+    meta["hub_event_loop"] = args.event_loop
     for sess in plan_sessions:
-        sess["toml"] = hub_toml(sess["toml"], plugins)
+        sess["toml"] = hub_toml(sess["toml"], plugins).replace(
+            '[server]\n', f'[server]\nevent_loop = "{args.event_loop}"\n', 1)
     console_err = sys.stderr
     try:
         for sess in plan_sessions:

@@ -106,7 +106,7 @@ class Hub:
         self._behind: dict[Peer, None] = {}
         self._dirty: list[Peer] = []
         self._flush_scheduled = False
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set in start()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set in start()
         self._grace = limits.slow_consumer_grace_ms / 1000
         self._rate = limits.max_messages_per_second
         self._source = {
@@ -201,7 +201,7 @@ class Hub:
             self.stats["messages_out"] += sent
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+                (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
         return sent
 
     def _flush(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -655,3 +656,14 @@ def test_token_not_in_settings_repr(tmp_path: Path) -> None:
     s = load_settings(None, env={"AUTHENTICATION_TOKEN": SECRET})
     assert SECRET not in repr(s) and SECRET not in str(s)
     assert SECRET not in s.model_dump_json()
+
+
+def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airi_core.cli import loop_factory
+
+    assert Settings().server.event_loop == "asyncio"
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError, match="server.event_loop: 'uvloop' is not installed"):
+        loop_factory("uvloop")

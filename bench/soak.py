@@ -3,8 +3,9 @@
     python bench/soak.py [--seconds 60] [--rate 2000] [--report-every 5]
 
 Starts ``airi serve`` on a free loopback port and runs, for at most ``--seconds`` (capped at
-600): 2 senders at ``--rate`` events/s in total, 6 normal receivers, 1 peer that never reads
-(it must be dropped as a slow consumer), 2 peers sending random malformed frames, 1 peer that
+600): 2 senders at ``--rate`` events/s in total (1 KB each; they also read what they get, as
+real clients do), 6 normal receivers, 1 peer that never reads and reconnects every 15 s (it
+must be dropped as a slow consumer), 2 peers sending random malformed frames, 1 peer that
 connects, announces and leaves in a loop, 1 peer that resets its TCP connection mid-stream and
 reconnects. Every ``--report-every`` seconds it prints delivered events/s, errors answered to
 the bad peers, slow-consumer drops seen, and the hub's RSS. It fails (exit 1) if a normal
@@ -86,9 +87,15 @@ async def receiver(url: str, name: str, st: Stats, stop: asyncio.Event) -> None:
 
 async def sender(url: str, src: str, rate: float, st: Stats, stop: asyncio.Event) -> None:
     ws = await announced(url, f"sender-{src}")
+
+    async def drain() -> None:  # a sender gets the other sender's events: read them, as real clients do
+        async for _ in ws:
+            pass
+
+    reader = asyncio.create_task(drain())
     seq = 0
     t0 = time.monotonic()
-    payload = "y" * 200
+    payload = "y" * 1000
     try:
         while not stop.is_set():
             due = t0 + seq / rate
@@ -98,7 +105,10 @@ async def sender(url: str, src: str, rate: float, st: Stats, stop: asyncio.Event
             await ws.send(json.dumps({"type": "soak:chunk", "data": {"src": src, "seq": seq, "p": payload}}))
             seq += 1
             st.sent += 1
+    except Exception as exc:  # a sender must never stop silently
+        st.failures.append(f"sender {src} stopped after {seq} events: {exc!r}")
     finally:
+        reader.cancel()
         await ws.close()
 
 
@@ -111,7 +121,7 @@ async def never_reads(url: str, st: Stats, stop: asyncio.Event) -> None:
         ws = await connect(url, sock=sock, max_queue=1, max_size=None)
         await ws.send(json.dumps({"type": "module:announce", "data": {"name": "sloth", "identity": ident("sloth")}}))
         try:
-            await asyncio.wait_for(stop.wait(), 5)
+            await asyncio.wait_for(stop.wait(), 15)
         except asyncio.TimeoutError:
             pass
         ws.transport.abort()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from tests.hubproc import HubProcess, rss_kib  # noqa: E402
+from tests._hubproc import HubProcess, rss_kib  # noqa: E402
 
 CONFIG = """
 [logging]
@@ -204,7 +204,7 @@ async def main() -> int:
     tmp.mkdir()
     st = Stats()
     stop = asyncio.Event()
-    with HubProcess(CONFIG, tmp) as hub:
+    with HubProcess.serve_text(CONFIG, tmp) as hub:
         url = hub.url
         base_rss = rss_kib(hub.pid)
         print(f"hub pid {hub.pid} on {url}; RSS at start {base_rss} KiB; running {seconds:.0f} s")

@@ -1,4 +1,6 @@
-"""Helpers for tests that run the real ``airi`` CLI in a subprocess.
+"""Helpers for tests that run the real ``airi`` CLI in a subprocess: the one place for free
+ports, the subprocess environment, the hub process itself and its RSS (``bench/soak.py`` uses
+it too).
 
 Every process is started by these helpers, tracked by its PID and stopped by that PID only
 (SIGTERM, then SIGKILL after a timeout). Every wait is bounded.
@@ -7,6 +9,7 @@ Every process is started by these helpers, tracked by its PID and stopped by tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 #: The reference's environment variables: cleared for every subprocess unless a test sets them.
 HUB_ENV_VARS = ("HOST", "PORT", "SERVER_INSTANCE_ID", "AUTHENTICATION_TOKEN", "LOG_LEVEL", "LOG_FORMAT")
@@ -51,6 +55,30 @@ def hub_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def rss_kib(pid: int) -> int:
+    """Resident set size of process ``pid`` in KiB, from ``/proc/PID/status`` (Linux)."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS line for pid {pid}")
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """Stop ``proc`` by its PID: SIGTERM, then SIGKILL if it is still running after ``timeout``
+    seconds. Returns its exit status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
 def airi_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "airi_core", *args]
 
@@ -75,7 +103,10 @@ def run_cli(
 
 
 class HubProcess:
-    """An ``airi serve`` subprocess whose stdout and stderr are collected line by line."""
+    """An ``airi serve`` subprocess whose stdout and stderr are collected line by line.
+
+    Also a context manager: leaving the ``with`` block stops it (see :meth:`stop`).
+    """
 
     def __init__(
         self,
@@ -85,6 +116,8 @@ class HubProcess:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.args = list(args)
+        #: The port it was told to listen on, when known (set by :meth:`serve`).
+        self.port: int | None = None
         self.proc = subprocess.Popen(
             airi_cmd(*args),
             cwd=cwd,
@@ -106,6 +139,57 @@ class HubProcess:
         ]
         for t in self._readers:
             t.start()
+
+    @classmethod
+    def serve(
+        cls,
+        config: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> HubProcess:
+        """Start ``airi serve --config CONFIG --port PORT`` (a free port unless given); does
+        not wait for it to listen."""
+        port = free_port() if port is None else port
+        hub = cls(["serve", "--config", os.fspath(config), "--port", str(port)], cwd=cwd, env=env)
+        hub.port = port
+        return hub
+
+    @classmethod
+    def serve_text(
+        cls,
+        config_text: str,
+        directory: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 15.0,
+    ) -> HubProcess:
+        """Write ``config_text`` to ``directory/airi.toml``, :meth:`serve` it on a free port and
+        return once the hub is listening (stopping it first if it does not within ``timeout``).
+
+        ``with HubProcess.serve_text(toml, tmp_path) as hub: ... hub.url, hub.port, hub.pid``
+        """
+        hub = cls.serve(write_config(directory, config_text), env=env)
+        try:
+            hub.wait_listening(timeout)
+        except BaseException:
+            hub.stop()
+            raise
+        return hub
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:PORT/ws`` for a hub started by :meth:`serve`."""
+        if self.port is None:
+            raise AttributeError("url: this hub was not started with a known port (use HubProcess.serve)")
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def __enter__(self) -> HubProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
 
     def _pump(self, stream: object, sink: list[str]) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -188,16 +272,7 @@ class HubProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate this process (by its PID): SIGTERM, then SIGKILL after ``timeout``."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=timeout)
+        terminate(self.proc, timeout)
         self._drain()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:

@@ -16,14 +16,10 @@ import asyncio
 import contextlib
 import importlib.metadata as md
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +27,29 @@ import pytest
 
 from airi_core.testing import HubClient, connect_client
 
+try:
+    from ._hubproc import HubProcess, free_port, hub_env, port_accepts, run_cli, terminate, write_config
+except ImportError:  # tests/ is not a package
+    from _hubproc import (  # type: ignore[no-redef]
+        HubProcess,
+        free_port,
+        hub_env,
+        port_accepts,
+        run_cli,
+        terminate,
+        write_config,
+    )
+
 REPO = Path(__file__).resolve().parent.parent
 PRINT_EVENTS = REPO / "examples" / "print_events.py"
 
 READY_TIMEOUT = 20.0  # seconds for `airi serve` to bind
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 CLI_TIMEOUT = 60.0  # seconds for a one-shot CLI command
-#: Variables the hub reads; a developer's shell must not change what these tests see.
-HUB_ENV_VARS = ("HOST", "PORT", "SERVER_INSTANCE_ID", "AUTHENTICATION_TOKEN", "LOG_LEVEL", "LOG_FORMAT")
+#: Prepended to every config these tests write: the hub listens on loopback only.
+SERVER_TABLE = '[server]\nhost = "127.0.0.1"\n'
+#: The last line of the summary ``airi serve`` prints on stderr once it listens.
+SUMMARY_END = r"^\s*route order "
 
 ROUTE_FILTER_TABLE = """
 [plugins.route-filter]
@@ -69,94 +80,31 @@ def _plugin_installed() -> None:
 
 
 # -- running the real hub -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in HUB_ENV_VARS}
-    env.update(PYTHONUNBUFFERED="1", NO_COLOR="1", COLUMNS="250")
-    env.update(extra)
-    return env
-
-
-def write_config(tmp_path: Path, text: str, name: str = "airi.toml") -> Path:
-    path = tmp_path / name
-    path.write_text('[server]\nhost = "127.0.0.1"\n' + text, encoding="utf-8")
-    return path
-
-
-@dataclass
-class HubProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-async def stop_process(proc: subprocess.Popen[Any]) -> int:
-    """SIGTERM the process by its PID, SIGKILL it if it has not exited within STOP_TIMEOUT."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT)
-    return proc.returncode
+# Ports, environment, subprocesses and the CLI: _hubproc (every process stopped by its PID,
+# SIGTERM then SIGKILL after a timeout; every wait bounded).
+def plugin_config(tmp_path: Path, text: str, name: str = "airi.toml") -> Path:
+    """``text`` as a config file in ``tmp_path``, after the loopback-only ``[server]`` table."""
+    return write_config(tmp_path, SERVER_TABLE + text, name)
 
 
 @contextlib.asynccontextmanager
 async def running_hub(config: Path) -> AsyncIterator[HubProcess]:
-    """``python -m airi_core serve --config CONFIG --port P``, ready when P accepts connections."""
+    """``python -m airi_core serve --config CONFIG --port P``, ready once it has printed its
+    summary (after binding P), so ``hub.output()`` holds the whole of it."""
     for _attempt in range(3):  # a free port can be taken by someone else before the hub binds
-        port = free_port()
-        log = config.with_name(f"{config.stem}-hub-{port}.log")
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "airi_core", "serve", "--config", str(config), "--port", str(port)],
-                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, cwd=config.parent, env=clean_env(),
-            )
-        hub = HubProcess(proc, port, log)
+        hub = HubProcess.serve(config, cwd=config.parent)
         try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while proc.poll() is None and not port_open(port):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"hub not listening within {READY_TIMEOUT}s:\n{hub.output()}")
-                await asyncio.sleep(0.05)
-            if proc.poll() is not None:
-                if "cannot listen" in hub.output():
+            try:
+                await hub.await_stderr(SUMMARY_END, timeout=READY_TIMEOUT)
+            except AssertionError:
+                if hub.proc.poll() is not None and "cannot listen" in hub.output():
                     continue
-                raise AssertionError(f"hub exited with status {proc.returncode}:\n{hub.output()}")
+                raise
             yield hub
             return
         finally:
-            await stop_process(proc)
+            await asyncio.to_thread(hub.stop, STOP_TIMEOUT)
     raise AssertionError("hub could not bind a free port in 3 attempts")
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "airi_core", *args],
-        check=False, capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL,
-    )
 
 
 # -- the routing scenario -----------------------------------------------------------------------
@@ -208,7 +156,7 @@ async def run_scenario(url: str, scenario: list[Step] = SCENARIO) -> dict[str, l
 
 
 async def test_route_filter_drops_and_redirects(tmp_path: Path) -> None:
-    config = write_config(tmp_path, ROUTE_FILTER_TABLE)
+    config = plugin_config(tmp_path, ROUTE_FILTER_TABLE)
     async with running_hub(config) as hub:
         assert "route-filter" in hub.output()  # the summary's plugin list and route order
         got = await run_scenario(hub.url)
@@ -219,7 +167,7 @@ async def test_route_filter_drops_and_redirects(tmp_path: Path) -> None:
 
 
 async def test_same_events_delivered_with_the_plugin_disabled(tmp_path: Path) -> None:
-    config = write_config(tmp_path, '[plugins]\ndisable = ["route-filter"]\n' + ROUTE_FILTER_TABLE)
+    config = plugin_config(tmp_path, '[plugins]\ndisable = ["route-filter"]\n' + ROUTE_FILTER_TABLE)
     async with running_hub(config) as hub:
         got = await run_scenario(hub.url)
     everything = [step[0] for step in SCENARIO]
@@ -227,7 +175,7 @@ async def test_same_events_delivered_with_the_plugin_disabled(tmp_path: Path) ->
 
 
 async def test_redirect_to_a_module_that_is_not_announced_delivers_nothing(tmp_path: Path) -> None:
-    config = write_config(tmp_path, ROUTE_FILTER_TABLE.replace("module:logger", "module:archive"))
+    config = plugin_config(tmp_path, ROUTE_FILTER_TABLE.replace("module:logger", "module:archive"))
     async with running_hub(config) as hub:
         got = await run_scenario(hub.url)
     assert got["receiver"] == got["logger"] == ["speech-en", "speech-no-lang", "marker"]
@@ -236,12 +184,12 @@ async def test_redirect_to_a_module_that_is_not_announced_delivers_nothing(tmp_p
 async def test_redirect_honours_destinations_unless_ordered_before_them(tmp_path: Path) -> None:
     # Default route order (bypass, policy, destinations, route-filter, consumers): the sender's
     # destinations filter applies to the redirect target too, so nobody gets the event.
-    config = write_config(tmp_path, ROUTE_FILTER_TABLE)
+    config = plugin_config(tmp_path, ROUTE_FILTER_TABLE)
     async with running_hub(config) as hub:
         got = await run_scenario(hub.url, ADDRESSED)
     assert got == {"receiver": ["marker"], "logger": ["marker"]}
     # Ordered before destinations, the redirect decides alone (the policy still runs first).
-    config = write_config(
+    config = plugin_config(
         tmp_path, '[plugins]\norder = ["bypass", "policy", "route-filter"]\n' + ROUTE_FILTER_TABLE, "ordered.toml"
     )
     async with running_hub(config) as hub:
@@ -251,7 +199,7 @@ async def test_redirect_honours_destinations_unless_ordered_before_them(tmp_path
 
 # -- configuration and the CLI -------------------------------------------------------------------
 def test_invalid_table_stops_serve_with_status_2_and_the_key_path(tmp_path: Path) -> None:
-    config = write_config(
+    config = plugin_config(
         tmp_path,
         """
 [plugins.route-filter]
@@ -267,19 +215,19 @@ to = "logger"
 """,
     )
     port = free_port()
-    res = run_cli("serve", "--config", str(config), "--port", str(port), cwd=tmp_path)
+    res = run_cli(["serve", "--config", str(config), "--port", str(port)], cwd=tmp_path, timeout=CLI_TIMEOUT)
     assert res.returncode == 2, res.stderr
     assert "plugins.route-filter.drop_typez: unknown key" in res.stderr
     assert "plugins.route-filter.rules.0.action" in res.stderr
     assert "plugins.route-filter.rules.1.to" in res.stderr
     assert str(config) in res.stderr
     assert "listening" not in res.stderr
-    assert not port_open(port)
+    assert not port_accepts(port)
 
 
 def test_airi_plugins_lists_route_filter_with_its_distribution(tmp_path: Path) -> None:
-    config = write_config(tmp_path, ROUTE_FILTER_TABLE)
-    res = run_cli("plugins", "--config", str(config), "--json", cwd=tmp_path)
+    config = plugin_config(tmp_path, ROUTE_FILTER_TABLE)
+    res = run_cli(["plugins", "--config", str(config), "--json"], cwd=tmp_path, timeout=CLI_TIMEOUT)
     assert res.returncode == 0, res.stderr
     rows = {row["name"]: row for row in json.loads(res.stdout)}
     row = rows["route-filter"]
@@ -290,13 +238,13 @@ def test_airi_plugins_lists_route_filter_with_its_distribution(tmp_path: Path) -
     # a third-party route plugin runs after destinations and before consumers
     assert rows["destinations"]["route_order"] < row["route_order"] < rows["consumers"]["route_order"]
 
-    table = run_cli("plugins", "--config", str(config), cwd=tmp_path)
+    table = run_cli(["plugins", "--config", str(config)], cwd=tmp_path, timeout=CLI_TIMEOUT)
     assert table.returncode == 0, table.stderr
     line = next(ln for ln in table.stdout.splitlines() if "route-filter" in ln and "airi-route-filter" in ln)
     assert "route" in line
 
-    disabled = write_config(tmp_path, '[plugins]\ndisable = ["route-filter"]\n', "disabled.toml")
-    res = run_cli("plugins", "--config", str(disabled), "--json", cwd=tmp_path)
+    disabled = plugin_config(tmp_path, '[plugins]\ndisable = ["route-filter"]\n', "disabled.toml")
+    res = run_cli(["plugins", "--config", str(disabled), "--json"], cwd=tmp_path, timeout=CLI_TIMEOUT)
     assert res.returncode == 0, res.stderr
     assert {row["name"]: row for row in json.loads(res.stdout)}["route-filter"]["enabled"] is False
 
@@ -304,7 +252,7 @@ def test_airi_plugins_lists_route_filter_with_its_distribution(tmp_path: Path) -
 # -- examples/print_events.py ----------------------------------------------------------------------
 async def test_print_events_prints_what_is_routed_to_it(tmp_path: Path) -> None:
     token = "example-token"
-    config = write_config(
+    config = plugin_config(
         tmp_path,
         f'[auth]\ntoken = "{token}"\n' + ROUTE_FILTER_TABLE.replace("module:logger", "module:print-events"),
     )
@@ -316,7 +264,7 @@ async def test_print_events_prints_what_is_routed_to_it(tmp_path: Path) -> None:
                 proc = subprocess.Popen(
                     [sys.executable, str(PRINT_EVENTS), hub.url, "--seconds", "1"],
                     stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=tmp_path,
-                    env=clean_env(AUTHENTICATION_TOKEN=token),
+                    env=hub_env({"AUTHENTICATION_TOKEN": token}),
                 )
             try:
                 await watcher.wait_for(
@@ -328,7 +276,7 @@ async def test_print_events_prints_what_is_routed_to_it(tmp_path: Path) -> None:
                 while proc.poll() is None and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
             finally:
-                code = await stop_process(proc)
+                code = await asyncio.to_thread(terminate, proc, STOP_TIMEOUT)
         finally:
             await watcher.close()
     printed, notes = out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8")

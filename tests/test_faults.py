@@ -25,11 +25,10 @@ from websockets.exceptions import ConnectionClosed
 
 from airi_core.testing import HubClient, connect_client, start_hub
 
+from ._hubproc import HubProcess, free_port
 from .hardening_helpers import (
-    HubSubprocess,
     airi_logs_captured,
     error_messages,
-    free_port,
     of_type,
     ping_roundtrip,
     seqs,
@@ -260,11 +259,11 @@ async def test_sigterm_under_load_closes_everyone_with_1001_and_exits_0(tmp_path
     port = free_port()
     config = tmp_path / "airi.toml"
     config.write_text(f"[server]\ndrain_timeout_ms = {DRAIN_MS}\n[logging]\nlevel = \"log\"\n", encoding="utf-8")
-    hub = await HubSubprocess.start(["serve", "--config", str(config), "--port", str(port)], cwd=str(tmp_path))
+    hub = HubProcess(["serve", "--config", str(config), "--port", str(port)], cwd=tmp_path)
     clients: list[HubClient] = []
     pusher: asyncio.Task[int] | None = None
     try:
-        line = await hub.wait_stderr("listening on", timeout=20)
+        line = (await hub.await_stderr("listening on", timeout=20)).string
         url = f"ws://127.0.0.1:{port}/ws"
         assert url in line, line
         peers = [await connect_client(url, f"peer-{i}", announce=True) for i in range(5)]
@@ -294,7 +293,7 @@ async def test_sigterm_under_load_closes_everyone_with_1001_and_exits_0(tmp_path
         for c, (code, reason) in zip(clients, results):
             assert (code, reason) == (1001, "server shutdown"), f"{c.name}: {code} {reason!r}"
         pushed = await asyncio.wait_for(pusher, 3)
-        rc = await hub.wait_exit(DRAIN_MS / 1000 + EXIT_MARGIN_S)
+        rc = await hub.await_exit(DRAIN_MS / 1000 + EXIT_MARGIN_S)
         exit_s = time.monotonic() - t0
         assert rc == 0, f"exit status {rc} ({exit_s:.2f}s after SIGTERM)\nstderr:\n{hub.stderr}"
         assert exit_s <= DRAIN_MS / 1000 + EXIT_MARGIN_S
@@ -315,4 +314,4 @@ async def test_sigterm_under_load_closes_everyone_with_1001_and_exits_0(tmp_path
         for c in clients:
             with contextlib.suppress(Exception):
                 await c.close()
-        await hub.stop()
+        await asyncio.to_thread(hub.stop)

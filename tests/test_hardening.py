@@ -23,12 +23,11 @@ from websockets.asyncio.client import connect
 from airi_core import errors
 from airi_core.testing import HubClient, connect_client, start_hub
 
+from ._hubproc import HubProcess, free_port
 from .hardening_helpers import (
     TRACE_LEVEL,
-    HubSubprocess,
     airi_logs_captured,
     error_messages,
-    free_port,
     ping_roundtrip,
     wait_closed,
 )
@@ -178,19 +177,19 @@ async def test_token_never_appears_in_subprocess_output_at_trace_level(tmp_path:
     port = free_port()
     clients: list[HubClient] = []
     for fmt in ("json", "pretty"):
-        hub = await HubSubprocess.start(
+        hub = HubProcess(
             ["serve", "--port", str(port), "--log-level", "trace", "--log-format", fmt],
             env={"AUTHENTICATION_TOKEN": token},
-            cwd=str(tmp_path),  # no airi.toml there: defaults + environment
+            cwd=tmp_path,  # no airi.toml there: defaults + environment
         )
         try:
-            await hub.wait_stderr("listening on", timeout=20)
+            await hub.await_stderr("listening on", timeout=20)
             clients = await _auth_attempts(f"ws://127.0.0.1:{port}/ws", token)
             for c in clients:
                 await c.close()
             clients = []
             hub.proc.send_signal(signal.SIGTERM)
-            rc = await hub.wait_exit(10)
+            rc = await hub.await_exit(10)
             assert rc == 0, hub.stderr
             output = hub.stdout + "\n" + hub.stderr
             assert "authentication failed" in output, output  # the log did record the attempts
@@ -200,4 +199,4 @@ async def test_token_never_appears_in_subprocess_output_at_trace_level(tmp_path:
             for c in clients:
                 with contextlib.suppress(Exception):
                     await c.close()
-            await hub.stop()
+            await asyncio.to_thread(hub.stop)

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from airi_core.testing import connect_client
 
-from .hubproc import HubProcess, rss_kib
+from ._hubproc import HubProcess, rss_kib
 
 CONFIG = """
 [limits]
@@ -31,7 +31,7 @@ PUSH_SECONDS = 30  # upper bound on the push phase
 
 
 async def test_slow_consumer_is_dropped_and_others_get_everything(tmp_path: Path) -> None:
-    with HubProcess(CONFIG, tmp_path) as hub:
+    with HubProcess.serve_text(CONFIG, tmp_path) as hub:
         baseline = rss_kib(hub.pid)
         receivers = [await connect_client(hub.url, f"r{i}", announce=True) for i in range(9)]
 

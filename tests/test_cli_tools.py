@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,17 +24,12 @@ from airi_core.config import Settings
 from airi_core.hub import Hub
 from airi_core.protocol_models import Event
 from airi_core.testing import HubClient, connect_client, start_hub
+from ._hubproc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "reverse_text.py"
 TOKEN = "cli-tools-t0ken"
 LINE_RE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3})  (\S+)  (\S+)  (.*)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tool_env() -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,15 +33,10 @@ from airi_core.config import Settings
 from airi_core.hub import Hub
 from airi_core.protocol_models import Event, ModuleIdentity, RegistrySync
 from airi_core.testing import HubClient, connect_client, start_hub
+from ._hubproc import free_port
 
 TOKEN = "client-test-t0ken"
 FAST = dict(initial_delay=0.02, max_delay=0.2, heartbeat_interval=0.5, read_timeout=5.0, handshake_timeout=3.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:

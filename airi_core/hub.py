@@ -116,7 +116,6 @@ class Hub:
         }
         self._server: Server | None = None
         self._closing = False
-        self._stopped = asyncio.Event() if _has_loop() else None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- plugin-facing API ----------------------------------------------------------------------
@@ -613,8 +612,6 @@ class Hub:
     async def start(self, host: str | None = None, port: int | None = None) -> Server:
         """Run the startup hooks and bind. Returns the websockets server (``.sockets`` tells the
         bound port when ``port=0``)."""
-        if self._stopped is None:
-            self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         cfg = self.settings.server
         ssl_context = None
@@ -708,20 +705,8 @@ class Hub:
                 self.log.warning("some connections did not close within the drain timeout")
         for task in list(self._tasks):
             task.cancel()
-        if self._stopped is not None:
-            self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        assert self._stopped is not None
-        await self._stopped.wait()
 
 
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
 
 
 

@@ -23,7 +23,7 @@ from airi_core.client import Client
 from airi_core.config import Settings
 from airi_core.hub import Hub
 from airi_core.protocol_models import Event
-from airi_core.testing import HubClient, connect_client, start_hub
+from airi_core.testing import start_hub
 from ._hubproc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,17 +125,9 @@ async def airi(spawn: Callable[..., Any], *args: str) -> Proc:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[Callable[..., Any]]:
-    made: list[HubClient] = []
-
-    async def make(hub: Hub, name: str, **kw: Any) -> HubClient:
-        c = await connect_client(hub, name, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
+def raw(airi_connect: Callable[..., Any]) -> Callable[..., Any]:
+    """Raw protocol clients (airi_core.testing's airi_connect), closed at teardown."""
+    return airi_connect
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:

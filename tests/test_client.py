@@ -32,7 +32,7 @@ from airi_core.client import (
 from airi_core.config import Settings
 from airi_core.hub import Hub
 from airi_core.protocol_models import Event, ModuleIdentity, RegistrySync
-from airi_core.testing import HubClient, connect_client, start_hub
+from airi_core.testing import start_hub
 from ._hubproc import free_port
 
 TOKEN = "client-test-t0ken"
@@ -86,17 +86,9 @@ async def clients() -> AsyncIterator[Callable[..., Client]]:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[Callable[..., Any]]:
-    made: list[HubClient] = []
-
-    async def make(hub: Hub | str, name: str = "raw", **kw: Any) -> HubClient:
-        c = await connect_client(hub, name, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
+def raw(airi_connect: Callable[..., Any]) -> Callable[..., Any]:
+    """Raw protocol clients (airi_core.testing's airi_connect), closed at teardown."""
+    return airi_connect
 
 
 def token_settings(token: str | None, **more: Any) -> dict[str, Any]:

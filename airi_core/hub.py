@@ -155,11 +155,12 @@ class Hub:
         parent_id: str | None = None,
         *,
         exclude: Peer | None = None,
-    ) -> None:
+    ) -> int:
         """Send one server-originated event to every authenticated peer (but ``exclude``),
-        encoded once."""
+        encoded once; returns the size of the encoded event."""
         text = self.encode(type, data, parent_id)
         self._write([p for p in self.registry.authenticated() if p is not exclude], text)
+        return len(text)
 
     def deliver(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
         """Write ``text`` to each peer without awaiting any socket; returns how many were open.

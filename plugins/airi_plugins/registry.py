@@ -41,11 +41,13 @@ class RegistrySettings(BaseModel):
 
 
 def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> int:
-    """Send ``registry:modules:sync`` to ``peer``, or to every authenticated peer (encoded
-    once); returns the frame's size."""
-    text = hub.encode("registry:modules:sync", {"modules": hub.registry.modules()}, parent_id)
-    hub.deliver([peer] if peer is not None else list(hub.registry.authenticated()), text)
-    return len(text)
+    """Send ``registry:modules:sync`` to ``peer``, or to every authenticated peer; returns the
+    broadcast's size (0 for a direct sync)."""
+    data = {"modules": hub.registry.modules()}
+    if peer is None:
+        return hub.broadcast("registry:modules:sync", data)
+    hub.send(peer, "registry:modules:sync", data, parent_id)
+    return 0
 
 
 def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> None:

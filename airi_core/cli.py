@@ -167,34 +167,33 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_tool(main: Any) -> int:
+    """Run a client tool's coroutine; Ctrl-C exits 130 without a traceback."""
+    try:
+        return int(asyncio.run(main))
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     """``airi tail``: print events live, one per line."""
     from .client_cli import run_tail
 
-    try:
-        return asyncio.run(run_tail(args))
-    except KeyboardInterrupt:
-        return 130
+    return _run_tool(run_tail(args))
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     """``airi send TYPE [JSON]``: send one event and print the replies."""
     from .client_cli import run_send
 
-    try:
-        return asyncio.run(run_send(args, args.parser))
-    except KeyboardInterrupt:
-        return 130
+    return _run_tool(run_send(args, args.parser))
 
 
 def cmd_modules(args: argparse.Namespace) -> int:
     """``airi modules``: the hub's module registry as a table, with health."""
     from .client_cli import run_modules
 
-    try:
-        return asyncio.run(run_modules(args))
-    except KeyboardInterrupt:
-        return 130
+    return _run_tool(run_modules(args))
 
 
 def _add_client_args(p: argparse.ArgumentParser, name: str) -> None:

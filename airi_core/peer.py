@@ -55,7 +55,6 @@ class Peer:
         "last_seen",
         "missed_checks",
         "remote",
-        "connected_at",
         "closed",
         "state",
         "progress_at",
@@ -85,7 +84,6 @@ class Peer:
         self.last_seen = time.monotonic()
         self.missed_checks = 0
         self.remote = remote
-        self.connected_at = time.time()
         self.closed = False
         self.state: dict[str, Any] = {}
         # outbound backpressure (see Hub._throttle): bytes queued so far, bytes known drained,

@@ -245,7 +245,7 @@ def _instantiate(obj: Any) -> Any:
     return obj() if inspect.isclass(obj) else obj
 
 
-def _check_sync_only(name: str, obj: Any) -> None:
+def _check_sync_only(obj: Any) -> None:
     for hook in SYNC_ONLY_HOOKS:
         fn = getattr(obj, hook, None)
         if fn is not None and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
@@ -326,7 +326,7 @@ def discover_plugins(
             continue
         try:
             obj = _instantiate(load())
-            _check_sync_only(info.name, obj)
+            _check_sync_only(obj)
             pm.register(obj, name=info.name)
         except Exception as exc:  # a broken plugin must not make the hub unusable
             info.enabled = False

@@ -15,7 +15,7 @@ from .matching import Predicate, compile_destinations, destinations_hint
 #: How many distinct destination lists keep their compiled form.
 CACHE_SIZE = 4096
 
-Compiled = tuple["Predicate | None", "frozenset[str] | None"]
+Compiled = tuple[Predicate | None, frozenset[str] | None]
 
 
 def compile_route(dests: list[Any]) -> Compiled:

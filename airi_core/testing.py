@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .config import Settings
-from .hub import Hub
+from .server.config import Settings
+from .server.kernel import Hub
 
 __all__ = ["HubClient", "start_hub", "airi_hub_factory", "airi_hub", "airi_connect"]
 

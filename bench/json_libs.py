@@ -2,7 +2,7 @@
 
     python bench/json_libs.py
 
-The hub parses every frame once (``airi_core.codec.decode_frame``) and encodes only the events
+The hub parses every frame once (``airi_core.protocol.events.decode_frame``) and encodes only the events
 it builds itself, so decoding is the JSON work on the hot path. This times a bare ``loads`` of
 typical frames with each library that is installed, in one run, and prints the time per frame
 and the ratio to the stdlib. (Whole-hub throughput with a faster decoder would move by the

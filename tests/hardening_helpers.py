@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from airi_core.logs import TRACE
+from airi_core.server.logs import TRACE
 from airi_core.testing import HubClient
 
 

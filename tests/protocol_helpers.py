@@ -255,7 +255,7 @@ async def consumer_unregister(client: HubClient, event: str, **data: Any) -> Non
 def frame_limit_settings(max_frame_bytes: int, **extra: Any) -> dict[str, Any]:
     """Settings with the largest accepted frame set (the key lives in ``[limits]``; older
     layouts had it in ``[server]``)."""
-    from airi_core.config import Settings
+    from airi_core.server.config import Settings
 
     section = "limits" if "limits" in Settings.model_fields else "server"
     settings: dict[str, Any] = {section: {"max_frame_bytes": max_frame_bytes}}

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from airi_core.client import Client
-from airi_core.config import Settings
-from airi_core.hub import Hub
-from airi_core.protocol_models import Event
+from airi_core.server.config import Settings
+from airi_core.server.kernel import Hub
+from airi_core.protocol.models import Event
 from airi_core.testing import start_hub
 from ._hubproc import free_port
 

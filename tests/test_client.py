@@ -29,9 +29,9 @@ from airi_core.client import (
     backoff_delay,
     classify_error,
 )
-from airi_core.config import Settings
-from airi_core.hub import Hub
-from airi_core.protocol_models import Event, ModuleIdentity, RegistrySync
+from airi_core.server.config import Settings
+from airi_core.server.kernel import Hub
+from airi_core.protocol.models import Event, ModuleIdentity, RegistrySync
 from airi_core.testing import start_hub
 from ._hubproc import free_port
 

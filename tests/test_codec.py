@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airi_core import errors
-from airi_core.codec import DecodeError, decode_frame
+from airi_core.protocol.events import DecodeError, decode_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

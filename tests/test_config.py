@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from airi_core import hookimpl
-from airi_core.config import ConfigError, Settings, default_config_path, load_settings
-from airi_core.plugins import discover_plugins
+from airi_core.server.config import ConfigError, Settings, default_config_path, load_settings
+from airi_core.server.plugins import discover_plugins
 
 try:
     from ._hubproc import HubProcess, free_port, port_accepts, run_cli, write_config
@@ -364,7 +364,8 @@ def test_flags_override_env_and_file(tmp_path: Path) -> None:
 
 
 def test_cli_parser_flags_map_to_overrides(tmp_path: Path) -> None:
-    from airi_core.cli import _settings_from, build_parser
+    from airi_core.cli import build_parser
+    from airi_core.server.cli import _settings_from
 
     path = cfg(tmp_path, FILE_FOR_PRECEDENCE)
     args = build_parser().parse_args(
@@ -659,7 +660,7 @@ def test_token_not_in_settings_repr(tmp_path: Path) -> None:
 
 
 def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airi_core.cli import loop_factory
+    from airi_core.server.cli import loop_factory
 
     assert Settings().server.event_loop == "asyncio"
     assert loop_factory("asyncio") is None

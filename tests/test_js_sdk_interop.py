@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 from airi_core.testing import start_hub
 
 SDK_PACKAGE = "@proj-airi/server-sdk"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from airi_core.logs import LEVELS, TRACE, JsonFormatter, setup_logging
+from airi_core.server.logs import LEVELS, TRACE, JsonFormatter, setup_logging
 from airi_core.testing import HubClient, connect_client
 
 try:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airi_core.peer import Peer
-from airi_plugins.matching import compile_destinations, compile_expression, glob_matches, is_devtools
+from airi_core.server.peer import Peer
+from airi_core.protocol.matching import compile_destinations, compile_expression, glob_matches, is_devtools
 
 
 def peer(name: str = "stage", plugin: str = "proj-airi:stage-web", instance: str = "inst-1", labels: dict[str, Any] | None = None, plugin_labels: dict[str, Any] | None = None) -> Peer:
@@ -122,7 +122,7 @@ def test_matcher_total_over_arbitrary_json(dests: list[Any]) -> None:
     ],
 )
 def test_destinations_hint(dests: list[Any], hint: set[str] | None) -> None:
-    from airi_plugins.matching import destinations_hint
+    from airi_core.protocol.matching import destinations_hint
 
     got = destinations_hint(dests)
     assert (set(got) if got is not None else None) == hint
@@ -132,7 +132,7 @@ def test_destinations_hint(dests: list[Any], hint: set[str] | None) -> None:
 @settings(max_examples=300, deadline=None)
 def test_hint_never_excludes_a_match(dests: list[Any]) -> None:
     """Whenever a hint exists, every peer that matches the destinations has a hinted name."""
-    from airi_plugins.matching import destinations_hint
+    from airi_core.protocol.matching import destinations_hint
 
     hint = destinations_hint(dests)
     if hint is None:

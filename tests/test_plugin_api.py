@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from airi_core import ACCEPT, BROADCAST, Drop, Reject, Targets, hookimpl, hookspecs
-from airi_core.config import ConfigError, Settings
-from airi_core.plugins import HOOK_ARGS, discover_plugins
+from airi_core import ACCEPT, BROADCAST, Drop, Reject, Targets, hookimpl
+from airi_core.server import hookspecs
+from airi_core.server.config import ConfigError, Settings
+from airi_core.server.plugins import HOOK_ARGS, discover_plugins
 from airi_core.testing import connect_client, start_hub
 
 
@@ -278,7 +279,7 @@ async def test_route_plugins_follow_the_configured_order(order: list[str], expec
 
 def test_default_route_order_puts_third_party_between_destinations_and_consumers() -> None:
     ps = discover_plugins(Settings(), extra=[("mine", First())])
-    from airi_core.plugins import HookDispatcher
+    from airi_core.server.plugins import HookDispatcher
 
     names = HookDispatcher(ps.pm, 1, []).names("airi_route")
     builtin = ["bypass", "policy", "destinations", "mine", "consumers"]

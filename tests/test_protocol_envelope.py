@@ -26,7 +26,7 @@ INVALID_JSON_PREFIX = "invalid JSON, error: "
 
 
 def test_error_strings_are_the_protocol_literals():
-    # hard-coded on purpose: a rewording in airi_core.errors must fail here
+    # hard-coded on purpose: a rewording in airi_core.protocol.errors must fail here
     assert errors.INVALID_EVENT_FORMAT == "invalid event format"
     assert errors.invalid_json("boom") == "invalid JSON, error: boom"
     assert errors.INVALID_TOKEN == "invalid token"

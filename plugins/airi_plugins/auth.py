@@ -12,7 +12,7 @@ import hashlib
 import hmac
 
 from airi_core import ACCEPT, Accept, Reject, errors, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
 
 def tokens_match(given: str, expected: str) -> bool:

@@ -5,9 +5,9 @@ to every authenticated peer. Off with ``[routing] allow_bypass = false``."""
 from __future__ import annotations
 
 from airi_core import BROADCAST, Broadcast, RouteContext, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
-from .matching import is_devtools
+from airi_core.protocol.matching import is_devtools
 
 
 class DevtoolsBypass:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airi_core import ACCEPT, Accept, Drop, Event, Peer, Reject, RouteContext, Targets, errors, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
 #: Protocol default deliveries by event type.
 DEFAULT_DELIVERY: dict[str, dict[str, Any]] = {

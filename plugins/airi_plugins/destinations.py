@@ -1,15 +1,15 @@
 """``destinations``: ``route.destinations`` when the key is present (an empty list means nobody),
 else ``data.destinations`` when it is a non-empty list, else no restriction. See
-:mod:`airi_plugins.matching` for every form a destination may take."""
+:mod:`airi_core.protocol.matching` for every form a destination may take."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airi_core import Drop, RouteContext, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
-from .matching import Predicate, compile_destinations, destinations_hint
+from airi_core.protocol.matching import Predicate, compile_destinations, destinations_hint
 
 
 #: How many distinct destination lists keep their compiled form.

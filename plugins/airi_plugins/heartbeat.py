@@ -14,7 +14,7 @@ import contextlib
 import time
 
 from airi_core import Event, Peer, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
 MISSES_UNHEALTHY = 5
 MISSES_DEAD = MISSES_UNHEALTHY * 2

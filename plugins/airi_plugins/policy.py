@@ -9,10 +9,10 @@ an event goes only to peers that the policy allows AND the destinations match.
 from __future__ import annotations
 
 from airi_core import Peer, RouteContext, hookimpl
-from airi_core.config import PolicyConfig
-from airi_core.hub import Hub
+from airi_core.server.config import PolicyConfig
+from airi_core.server.kernel import Hub
 
-from .matching import parse_selector, selectors_match
+from airi_core.protocol.matching import parse_selector, selectors_match
 
 
 def policy_predicate(policy: PolicyConfig):  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airi_core import ACCEPT, Accept, Announcement, Event, Peer, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
 
 class RegistrySettings(BaseModel):

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from airi_core import Drop, RouteContext, Targets, hookimpl
-from airi_core.hub import Hub
+from airi_core.server.kernel import Hub
 
 from .settings import RouteFilterSettings, Rule
 

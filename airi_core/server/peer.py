@@ -6,28 +6,14 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.identity import instance_id_of, labels_of, plugin_id_of
+
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-__all__ = ["Peer", "peer_labels"]
+__all__ = ["Peer"]
 
 _ids = itertools.count(1)
-
-
-def peer_labels(identity: dict[str, Any] | None) -> dict[str, Any]:
-    """A peer's labels: ``identity.plugin.labels`` overlaid by ``identity.labels``."""
-    if not identity:
-        return {}
-    labels: dict[str, Any] = {}
-    plugin = identity.get("plugin")
-    if isinstance(plugin, dict):
-        pl = plugin.get("labels")
-        if isinstance(pl, dict):
-            labels.update(pl)
-    own = identity.get("labels")
-    if isinstance(own, dict):
-        labels.update(own)
-    return labels
 
 
 class Peer:
@@ -102,12 +88,9 @@ class Peer:
     def set_identity(self, identity: dict[str, Any] | None) -> None:
         """Adopt ``identity`` and refresh the derived fields used by routing."""
         self.identity = identity
-        self.labels = peer_labels(identity)
-        plugin = identity.get("plugin") if identity else None
-        pid = plugin.get("id") if isinstance(plugin, dict) else None
-        self.plugin_id = pid if isinstance(pid, str) else ""
-        iid = identity.get("id") if identity else None
-        self.instance_id = iid if isinstance(iid, str) else ""
+        self.labels = labels_of(identity)
+        self.plugin_id = plugin_id_of(identity)
+        self.instance_id = instance_id_of(identity)
 
     @property
     def display(self) -> str:

@@ -7,7 +7,7 @@ A plugin is a module or a class (instantiated once per hub) whose functions carr
     [project.entry-points."airi.plugins"]
     drop-typing = "my_package.plugin:DropTyping"
 
-Every hook receives the :class:`~airi_core.hub.Hub` as ``hub``; only declare the arguments you use
+Every hook receives the :class:`~airi_core.server.kernel.Hub` as ``hub``; only declare the arguments you use
 (pluggy passes arguments by name). Hooks marked *may be async* can be ``async def``: the core
 awaits them (with ``[plugins] hook_timeout_ms`` as the limit). ``airi_route`` and
 ``airi_config_model`` must be plain functions: routing is the per-message hot path.
@@ -29,9 +29,9 @@ import pluggy
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from .codec import Event
+    from ..protocol.events import Event
     from .decisions import Accept, Reject, RouteDecision
-    from .hub import Hub
+    from .kernel import Hub
     from .peer import Peer
     from .routing import Announcement, RouteContext
 

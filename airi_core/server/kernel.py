@@ -24,8 +24,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from . import __version__, errors
-from .codec import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, non_negative_int
+from .. import __version__
+from ..protocol import errors
+from ..protocol.events import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, new_id
+from ..protocol.identity import SERVER_PLUGIN_ID, is_valid_identity, non_negative_int
 from .config import Settings
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
 from .peer import Peer
@@ -35,7 +37,6 @@ from .routing import Announcement, RouteContext
 
 __all__ = ["Hub", "SERVER_PLUGIN_ID"]
 
-SERVER_PLUGIN_ID = "proj-airi:server-runtime"
 _HEARTBEAT_BYTES = frozenset(f.encode() for f in HEARTBEAT_FRAMES)
 _MISSING: Any = object()
 
@@ -50,11 +51,6 @@ def text_frame(payload: bytes) -> bytes:
     else:
         head = struct.pack("!BBQ", 0x81, 127, n)
     return head + payload
-
-
-def new_id() -> str:
-    """A fresh random event/instance id (URL-safe, 21 characters like nanoid)."""
-    return secrets.token_urlsafe(16)[:21]
 
 
 class Hub:
@@ -143,7 +139,7 @@ class Hub:
         self._write((peer,), self.encode(type, data, parent_id, metadata))
 
     def send_error(self, peer: Peer, message: str, parent_id: str | None = None) -> None:
-        """Send ``error {message}`` to ``peer``; use the exact strings of :mod:`airi_core.errors`."""
+        """Send ``error {message}`` to ``peer``; use the exact strings of :mod:`airi_core.protocol.errors`."""
         self.stats["errors_sent"] += 1
         self.wslog.debug("error to %s: %s", peer.display, message)
         self.send(peer, "error", {"message": message}, parent_id)
@@ -502,7 +498,7 @@ class Hub:
                 self.send_error(peer, errors.MODULE_ANNOUNCE_INDEX_INVALID, parent)
                 return
         identity = data.get("identity")
-        if not _valid_identity(identity):
+        if not is_valid_identity(identity):
             self.send_error(peer, errors.MODULE_ANNOUNCE_IDENTITY_INVALID, parent)
             return
         if not peer.authenticated:
@@ -706,17 +702,3 @@ class Hub:
                 self.log.warning("some connections did not close within the drain timeout")
         for task in list(self._tasks):
             task.cancel()
-
-
-
-
-
-
-def _valid_identity(identity: Any) -> bool:
-    if not isinstance(identity, dict) or identity.get("kind") != "plugin":
-        return False
-    plugin = identity.get("plugin")
-    if not isinstance(plugin, dict):
-        return False
-    pid = plugin.get("id")
-    return isinstance(pid, str) and bool(pid)

@@ -57,8 +57,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
-from . import __version__, errors
-from .protocol_models import (
+from .. import __version__
+from ..protocol import errors
+from ..protocol.models import (
     AnnounceData,
     AuthenticateData,
     ConsumerRegistration,

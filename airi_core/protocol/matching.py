@@ -10,46 +10,41 @@ expressions and the leaves ``glob``, ``ids``, ``plugin``, ``instance``, ``label`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-from airi_core import Peer
+from .glob import compile_glob
+from .identity import label_text
 
-Predicate = Callable[[Peer], bool]
+
+class Routable(Protocol):
+    """What destinations are matched against: a hub's peer (or any object with these fields)."""
+
+    id: str
+    name: str
+    plugin_id: str
+    instance_id: str
+    labels: dict[str, Any]
+
+
+Predicate = Callable[[Routable], bool]
 
 #: Deeper and/or nesting than this matches nobody (a hostile expression cannot blow the stack).
 MAX_DEPTH = 32
 
 
-def _never(peer: Peer) -> bool:
+def _never(peer: Routable) -> bool:
     return False
 
 
-def _always(peer: Peer) -> bool:
+def _always(peer: Routable) -> bool:
     return True
 
 
-@lru_cache(maxsize=1024)
-def _glob_regex(glob: str) -> re.Pattern[str]:
-    return re.compile("".join(".*" if part == "*" else re.escape(part) for part in re.split(r"(\*)", glob)), re.S)
-
-
 def glob_matches(glob: str, value: str) -> bool:
-    """Whole-string match with ``*`` as the only wildcard; an empty value never matches."""
-    return bool(value) and _glob_regex(glob).fullmatch(value) is not None
-
-
-def label_text(value: Any) -> str:
-    """Labels are strings on the wire; render other JSON scalars the way JS would."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return str(value)
+    """Whole-string match with ``*`` as the only wildcard; an empty value (a peer without a
+    name, say) never matches."""
+    return bool(value) and compile_glob(glob)(value)
 
 
 def parse_selector(selector: str) -> tuple[str, str | None]:
@@ -82,7 +77,8 @@ def compile_selectors(raw: Any) -> list[tuple[str, str | None]] | None:
 
 
 def _glob_any(glob: str) -> Predicate:
-    return lambda p: glob_matches(glob, p.name) or glob_matches(glob, p.plugin_id) or glob_matches(glob, p.instance_id)
+    match = compile_glob(glob)
+    return lambda p: bool(p.name) and match(p.name) or bool(p.plugin_id) and match(p.plugin_id) or bool(p.instance_id) and match(p.instance_id)
 
 
 def compile_string(dest: str) -> Predicate:
@@ -191,7 +187,7 @@ def compile_destinations(destinations: list[Any]) -> Predicate:
     return _any_of([compile_expression(d) for d in destinations])
 
 
-def is_devtools(peer: Peer) -> bool:
+def is_devtools(peer: Routable) -> bool:
     """A devtools peer: label ``devtools`` = ``true``/``1``, or ``devtools`` in its module name."""
     value = peer.labels.get("devtools")
     if value is not None and label_text(value) in ("true", "1"):

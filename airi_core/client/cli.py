@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .client import HEARTBEAT, Client, ClientError, ClientState, ConnectionLostError, ServerError, StateChange, new_id
-from .protocol_models import Event
+from . import HEARTBEAT, Client, ClientError, ClientState, ConnectionLostError, ServerError, StateChange, new_id
+from ..protocol.models import Event
 
 DEFAULT_URL = "ws://127.0.0.1:6121/ws"
 PREVIEW_CHARS = 120
@@ -300,3 +300,98 @@ async def run_modules(args: argparse.Namespace) -> int:
               f"reported it (registry:modules:health:unhealthy) while we listened ({args.wait:g} s).",
               style="dim", markup=False, soft_wrap=True)
     return 0
+
+
+# -- the argument parsers -------------------------------------------------------------------------
+def _run_tool(main: Any) -> int:
+    """Run a client tool's coroutine; Ctrl-C exits 130 without a traceback."""
+    try:
+        return int(asyncio.run(main))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """``airi tail``: print events live, one per line."""
+    return _run_tool(run_tail(args))
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``airi send TYPE [JSON]``: send one event and print the replies."""
+    return _run_tool(run_send(args, args.parser))
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    """``airi modules``: the hub's module registry as a table, with health."""
+    return _run_tool(run_modules(args))
+
+
+def _add_client_args(p: argparse.ArgumentParser, name: str) -> None:
+    """Options shared by ``tail``, ``send`` and ``modules`` (the client code loads only when one
+    of them runs)."""
+    p.add_argument("--url", default=None, help="hub WebSocket URL (default: $AIRI_HUB_URL or ws://127.0.0.1:6121/ws)")
+    p.add_argument("--token", default=None, help="authentication token (default: $AIRI_HUB_TOKEN or $AUTHENTICATION_TOKEN)")
+    p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="how long to try reaching the hub (default 10)")
+    p.add_argument("--name", default=name, help=f"module name to use (default {name})")
+
+
+_PREVIEW_CHARS = 120  # default length of the data preview in tail/send lines
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_client_commands(sub: Any) -> None:
+    """Add ``tail``, ``send`` and ``modules`` to the ``airi`` parser."""
+    positive, count = _positive, _count
+
+    p = sub.add_parser("tail", help="print the events a hub routes, live, one per line")
+    _add_client_args(p, "airi-tail")
+    p.add_argument("--type", action="append", metavar="GLOB",
+                   help="only event types matching GLOB (repeatable; default: every event but heartbeats)")
+    p.add_argument("--json", action="store_true", help="print each event as one line of raw JSON")
+    p.add_argument("--count", type=count, metavar="N", help="exit after N events")
+    p.add_argument("--seconds", type=positive, metavar="S", help="exit after S seconds")
+    p.add_argument("--announce", action="store_true",
+                   help="announce as module --name (then module:NAME destinations reach it too)")
+    p.add_argument("--preview", type=count, default=_PREVIEW_CHARS, metavar="CHARS", help="data preview length")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("send", help="send one event and print any reply")
+    _add_client_args(p, "airi-send")
+    p.add_argument("type", metavar="TYPE", help="event type, e.g. input:text")
+    p.add_argument("data", metavar="JSON", nargs="?", help="event data, a JSON object (default {})")
+    p.add_argument("--to", action="append", metavar="DESTINATION",
+                   help="route.destinations entry, e.g. module:NAME, plugin:ID, label:k=v (repeatable)")
+    p.add_argument("--route", metavar="JSON", help="the whole route object, e.g. '{\"delivery\": {\"required\": true}}'")
+    p.add_argument("--wait", type=_not_negative, default=2.0, metavar="S", help="seconds to wait for replies (default 2; 0: none)")
+    p.add_argument("--count", type=count, metavar="N", help="stop after N replies")
+    p.add_argument("--all", action="store_true", help="print every event from a module while waiting, not just replies")
+    p.add_argument("--json", action="store_true", help="print replies as raw JSON lines")
+    p.add_argument("--preview", type=count, default=_PREVIEW_CHARS, metavar="CHARS", help="data preview length")
+    p.set_defaults(func=cmd_send, parser=p)
+
+    p = sub.add_parser("modules", help="print the hub's module registry, with health")
+    _add_client_args(p, "airi-modules")
+    p.add_argument("--wait", type=_not_negative, default=0.5, metavar="S",
+                   help="seconds to listen for health reports before printing (default 0.5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_modules)

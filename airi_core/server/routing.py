@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .codec import Event
-    from .hub import Hub
+    from ..protocol.events import Event
+    from .kernel import Hub
     from .peer import Peer
 
 __all__ = ["Announcement", "RouteContext", "PeerFilter"]

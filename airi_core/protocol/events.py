@@ -1,4 +1,5 @@
-"""Frame decoding and encoding: plain or superjson-wrapped JSON, envelope validation.
+"""Events on the wire: frame decoding (plain or superjson-wrapped JSON), envelope validation,
+encoding, and ids.
 
 Each frame is parsed exactly once. The decoded :class:`Event` keeps the sender's raw text so a
 routed event can be forwarded without re-encoding it per receiver (see :meth:`Event.forward_text`).
@@ -7,11 +8,13 @@ routed event can be forwarded without re-encoding it per receiver (see :meth:`Ev
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from . import errors
+from .identity import SERVER_PLUGIN_ID, instance_id_of, plugin_id_of
 
-__all__ = ["Event", "DecodeError", "decode_frame", "dumps", "non_negative_int", "HEARTBEAT_FRAMES"]
+__all__ = ["Event", "DecodeError", "decode_frame", "dumps", "new_id", "HEARTBEAT_FRAMES"]
 
 #: Raw text frames that are transport heartbeats, not events.
 HEARTBEAT_FRAMES = frozenset({"ping", "pong"})
@@ -32,16 +35,9 @@ def dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
-def non_negative_int(value: Any) -> int | None:
-    """``value`` as an index when JSON-wise it is a non-negative integer (``2.0`` counts, as in
-    JS; booleans do not), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
+def new_id() -> str:
+    """A fresh random event/instance id (URL-safe, 21 characters like nanoid)."""
+    return secrets.token_urlsafe(16)[:21]
 
 
 class DecodeError(Exception):
@@ -55,52 +51,94 @@ class DecodeError(Exception):
 
 
 class Event:
-    """One decoded event, as a peer sent it.
+    """One decoded event, as a peer sent it: the one event model of hub, plugins and client.
 
-    ``raw`` is the frame text; ``wrapped`` tells whether it came superjson-wrapped. ``data``,
-    ``metadata`` and ``route`` are the validated envelope fields (``route`` is ``None`` when
-    absent). Plugins must treat an Event as read-only: the same object is seen by every hook.
+    ``type``, ``data`` (an object; ``{}`` when absent), ``metadata`` and ``route`` (``None``
+    when absent) are the validated envelope fields; ``raw`` is the frame text, ``wrapped`` tells
+    whether it came superjson-wrapped and ``meta`` is superjson's ``meta`` then (values such as
+    ``Date`` stay in their JSON form in ``data``). ``body`` is the event object as received.
+    Treat an Event as read-only: the hub hands the same object to every hook.
     """
 
-    __slots__ = ("type", "data", "metadata", "route", "raw", "wrapped", "body", "_plain", "_wrapped_text")
+    __slots__ = ("type", "data", "metadata", "route", "raw", "wrapped", "body", "meta", "_plain", "_wrapped_text")
 
     def __init__(
         self,
         type: str,
         data: dict[str, Any],
-        metadata: dict[str, Any] | None,
-        route: dict[str, Any] | None,
-        raw: str,
-        wrapped: bool,
-        body: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        route: dict[str, Any] | None = None,
+        raw: str | None = None,
+        wrapped: bool = False,
+        body: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.type = type
         self.data = data
         self.metadata = metadata
         self.route = route
-        self.raw = raw
-        self.wrapped = wrapped
+        if body is None:
+            body = {"type": type, "data": data}
+            if metadata is not None:
+                body["metadata"] = metadata
+            if route is not None:
+                body["route"] = route
         self.body = body
+        self.raw = raw if raw is not None else dumps(body)
+        self.wrapped = wrapped
+        self.meta = meta
         self._plain: str | None = None
         self._wrapped_text: str | None = None
+
+    def _event_ref(self) -> dict[str, Any] | None:
+        md = self.metadata
+        return md.get("event") if md is not None else None
 
     @property
     def id(self) -> str | None:
         """``metadata.event.id`` when the sender gave one (used as ``parentId`` of replies)."""
-        md = self.metadata
-        if md is None:
-            return None
-        ev = md.get("event")
-        if ev is None:
-            return None
-        value = ev.get("id")
+        ev = self._event_ref()
+        value = ev.get("id") if ev is not None else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def parent_id(self) -> str | None:
+        """``metadata.event.parentId``: the id of the event this one answers."""
+        ev = self._event_ref()
+        value = ev.get("parentId") if ev is not None else None
         return value if isinstance(value, str) else None
 
     @property
     def source(self) -> dict[str, Any] | None:
-        """``metadata.source`` when present."""
+        """``metadata.source`` when present: the identity the sender claimed."""
         md = self.metadata
         return md.get("source") if md is not None else None
+
+    @property
+    def source_plugin_id(self) -> str:
+        """``metadata.source.plugin.id``, or ``""``."""
+        return plugin_id_of(self.source)
+
+    @property
+    def source_instance_id(self) -> str:
+        """``metadata.source.id``, or ``""``."""
+        return instance_id_of(self.source)
+
+    @property
+    def from_hub(self) -> bool:
+        """True for events whose source is the hub itself (registry syncs, errors, pongs...)."""
+        return self.source_plugin_id == SERVER_PLUGIN_ID
+
+    @property
+    def error_message(self) -> str | None:
+        """``data.message`` of an ``error`` event, else None."""
+        if self.type != "error":
+            return None
+        msg = self.data.get("message")
+        return msg if isinstance(msg, str) else None
+
+    def __repr__(self) -> str:
+        return f"<Event {self.type!r} id={self.id!r}>"
 
     def forward_text(self, wrap: bool) -> str:
         """The text to forward to receivers, computed once per event.
@@ -155,16 +193,21 @@ def decode_frame(frame: str | bytes) -> Event:
     if type(obj) is not dict:
         raise DecodeError(errors.INVALID_EVENT_FORMAT)
     wrapped = False
+    meta = None
     if "type" not in obj and "json" in obj:
+        meta = obj.get("meta")
         obj = obj["json"]
         wrapped = True
         if type(obj) is not dict:
             raise DecodeError(errors.INVALID_EVENT_FORMAT)
     try:
-        return _envelope(obj, text, wrapped)
+        event = _envelope(obj, text, wrapped)
     except DecodeError as exc:
         exc.parent_id = _readable_id(obj)
         raise
+    if type(meta) is dict:
+        event.meta = meta
+    return event
 
 
 def _readable_id(obj: dict[str, Any]) -> str | None:

@@ -1,0 +1,188 @@
+"""The server's commands of ``airi``: ``serve``, ``plugins``, ``config check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from .config import ConfigError, Settings, default_config_path, load_settings
+from .plugins import PluginSet, discover_plugins
+
+EXIT_CONFIG = 2
+
+
+def _settings_from(args: argparse.Namespace, path_arg: str | None) -> tuple[Settings, str | None]:
+    path: Path | None = Path(path_arg) if path_arg else default_config_path()
+    overrides: dict[tuple[str, ...], tuple[str, Any]] = {}
+    if getattr(args, "host", None) is not None:
+        overrides[("server", "host")] = ("--host", args.host)
+    if getattr(args, "port", None) is not None:
+        overrides[("server", "port")] = ("--port", args.port)
+    if getattr(args, "log_level", None) is not None:
+        overrides[("logging", "level")] = ("--log-level", args.log_level)
+    if getattr(args, "log_format", None) is not None:
+        overrides[("logging", "format")] = ("--log-format", args.log_format)
+    settings = load_settings(path, overrides=overrides)
+    return settings, str(path) if path is not None else None
+
+
+def _load(args: argparse.Namespace, path_arg: str | None) -> tuple[Settings, PluginSet, str | None]:
+    settings, origin = _settings_from(args, path_arg)
+    plugins = discover_plugins(settings, origin=origin or "airi.toml")
+    return settings, plugins, origin
+
+
+def _fail(err: Exception) -> int:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print("[bold red]error:[/] invalid configuration", markup=True)
+    console.print(str(err), markup=False)
+    return EXIT_CONFIG
+
+
+def _summary(hub: Any, origin: str | None) -> None:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    s = hub.settings
+    route = hub.hooks.names("airi_route")
+    enabled = [i.name for i in hub.plugins.infos if i.enabled]
+    broken = [i for i in hub.plugins.infos if i.error]
+    console.print(f"[bold]AIRI hub[/] {__version__} listening on [bold cyan]{hub.url}[/]")
+    console.print(f"  config      {origin or '(none: built-in defaults)'}")
+    console.print(f"  auth        {'[green]on[/] (token)' if s.auth.secret else '[yellow]off[/] (no token configured)'}")
+    console.print(f"  wire format {s.server.wire_format}")
+    console.print(f"  heartbeat   read timeout {s.heartbeat.read_timeout_ms} ms, check every {s.heartbeat.interval_ms} ms")
+    console.print(f"  plugins     {', '.join(enabled)}")
+    console.print(f"  route order {' -> '.join(route) if route else '(none)'}")
+    for info in broken:
+        console.print(f"  [red]skipped[/]     {info.name} ({info.distribution}): {info.error}", markup=True)
+
+
+async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> int:
+    from .kernel import Hub
+
+    hub = Hub(settings, plugins)
+    # handlers first: a signal that arrives while binding must still mean a clean shutdown
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await hub.start()
+    except OSError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
+        return 1
+    _summary(hub, origin)
+    await stop.wait()
+    hub.log.info("shutting down: closing %d peers", len(hub.registry))
+    await hub.shutdown()
+    hub.log.info("stopped")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings, plugins, origin = _load(args, args.config)
+    except ConfigError as exc:
+        return _fail(exc)
+    from .logs import setup_logging
+
+    lg = settings.logging
+    setup_logging(lg.level, lg.format, lg.websocket_level, lg.websocket_format)
+    try:
+        factory = loop_factory(settings.server.event_loop)
+    except ConfigError as exc:
+        return _fail(exc)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_serve(settings, plugins, origin))
+
+
+def loop_factory(choice: str) -> Any:
+    """The event loop for ``[server] event_loop``: ``asyncio`` (the stdlib's), ``uvloop``
+    (must be installed: ``pip install 'airi-hub[uvloop]'``) or ``auto`` (uvloop when installed)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("server.event_loop: 'uvloop' is not installed (pip install 'airi-hub[uvloop]')") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    try:
+        settings, plugins, _ = _load(args, args.config)
+    except ConfigError as exc:
+        return _fail(exc)
+    if args.json:
+        rows = [
+            {
+                "name": i.name, "distribution": i.distribution, "version": i.version, "hooks": i.hooks,
+                "enabled": i.enabled, "essential": i.essential, "route_order": i.route_position, "error": i.error,
+            }
+            for i in plugins.infos
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="AIRI hub plugins", title_justify="left")
+    for col in ("name", "distribution", "version"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("hooks", overflow="fold")
+    table.add_column("enabled", no_wrap=True)
+    table.add_column("order", no_wrap=True)
+    for i in plugins.infos:
+        hooks = ", ".join(h.removeprefix("airi_") for h in i.hooks) or "-"
+        enabled = "[red]failed[/]" if i.error else ("yes" + (" (essential)" if i.essential else "") if i.enabled else "[dim]no[/]")
+        table.add_row(i.name, i.distribution or "-", i.version or "-", hooks, enabled, str(i.route_position or "-"))
+    # not a terminal (a pipe, a CI log): do not squeeze names into 80 columns
+    console = Console(soft_wrap=False) if sys.stdout.isatty() else Console(width=200, soft_wrap=False)
+    console.print(table)
+    for i in plugins.infos:
+        if i.error:
+            console.print(f"[red]{i.name}[/] ({i.distribution}): {i.error}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        settings, plugins, origin = _load(args, args.path)
+    except ConfigError as exc:
+        return _fail(exc)
+    shown = settings.model_dump(mode="json")
+    if settings.auth.secret:
+        shown["auth"]["token"] = "***"  # never print the token
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[green]ok[/]: {origin or 'no config file, built-in defaults'}")
+    console.print_json(json.dumps(shown))
+    return 0
+
+
+def add_server_commands(sub: Any) -> None:
+    """Add ``serve``, ``plugins`` and ``config check`` to the ``airi`` parser."""
+    p = sub.add_parser("serve", help="run the hub (uses ./airi.toml when present)")
+    p.add_argument("--config", metavar="PATH", help="config file (default: ./airi.toml if it exists)")
+    p.add_argument("--host", help="address to bind (overrides [server] host and HOST)")
+    p.add_argument("--port", type=int, help="TCP port (overrides [server] port and PORT)")
+    p.add_argument("--log-level", choices=["trace", "debug", "log", "warn", "error"])
+    p.add_argument("--log-format", choices=["pretty", "json"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("plugins", help="list discovered plugins")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    c = csub.add_parser("check", help="validate a config file (default ./airi.toml) and print the effective settings")
+    c.add_argument("path", nargs="?")
+    c.set_defaults(func=cmd_config_check)

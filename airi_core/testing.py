@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from .server.config import Settings
 from .server.kernel import Hub
 
-__all__ = ["HubClient", "start_hub", "airi_hub_factory", "airi_hub", "airi_connect"]
+__all__ = ["HubClient", "start_hub", "wait_until", "airi_hub_factory", "airi_hub", "airi_connect"]
 
 _ids = itertools.count(1)
 
@@ -42,6 +42,22 @@ async def start_hub(settings: Settings | dict[str, Any] | None = None, **kwargs:
     hub = Hub(settings, **kwargs)
     await hub.start(host="127.0.0.1", port=0)
     return hub
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 3.0, what: str = "condition", every: float = 0.01
+) -> float:
+    """Poll ``predicate`` until it is true and return how long that took; fail with an
+    AssertionError naming ``what`` after ``timeout`` seconds. For state that no event announces
+    (a counter, a process exit); to wait for an event use :meth:`HubClient.wait_for`."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = start + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(every)
+    return loop.time() - start
 
 
 class HubClient:

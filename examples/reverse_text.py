@@ -38,7 +38,7 @@ def build_client(url: str, token: str | None, name: str) -> Client:
 
     @client.on("input:text")
     async def reverse(event: Event) -> None:
-        text = event.data.get("text") if isinstance(event.data, dict) else None
+        text = event.data.get("text")  # data is always a JSON object
         if not isinstance(text, str):
             return  # not ours to judge: input:text without text
         await client.reply(event, "output:text", {"text": text[::-1]})

@@ -22,8 +22,8 @@ import pytest
 from airi_core.client import Client
 from airi_core.server.config import Settings
 from airi_core.server.kernel import Hub
-from airi_core.protocol.models import Event
-from airi_core.testing import start_hub
+from airi_core.protocol.events import Event
+from airi_core.testing import start_hub, wait_until
 from ._hubproc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,17 +130,10 @@ def raw(airi_connect: Callable[..., Any]) -> Callable[..., Any]:
     return airi_connect
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 # -- airi tail -------------------------------------------------------------------------------------------
 async def test_tail_prints_events_live_one_per_line(airi_hub: Hub, spawn: Any, raw: Any) -> None:
-    tail = await airi(spawn, "tail", "--url", airi_hub.url, "--type", "test:*", "--count", "3", "--preview", "40")
+    # --type globs are the protocol's dialect: only * is a wildcard ("odd:?" is not "odd:x")
+    tail = await airi(spawn, "tail", "--url", airi_hub.url, "--type", "test:*", "--type", "odd:?", "--count", "3", "--preview", "40")
     await tail.wait_line("err", r"^tail: watching ws://127\.0\.0\.1:\d+/ws for test:\*")
     chat = await raw(airi_hub, "chat-ui", announce=True)
     await chat.send("test:one", {"text": "hello"})
@@ -148,6 +141,7 @@ async def test_tail_prints_events_live_one_per_line(airi_hub: Hub, spawn: Any, r
     first = await tail.wait_line("out", r"test:one")
     assert tail.proc.returncode is None
     await chat.send("other:skipped", {"x": 1})
+    await chat.send("odd:x", {"x": 1})
     await chat.send("test:two", {"text": "x" * 200})
     await chat.send("test:three", {"nested": {"list": [1, 2, 3]}, "emoji": "💛"})
     assert await tail.wait() == 0, tail.transcript()

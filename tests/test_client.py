@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.server import serve
 
 from airi_core import Reject, errors, hookimpl
 from airi_core.client import (
@@ -23,29 +24,24 @@ from airi_core.client import (
     ConnectionLostError,
     HandlerError,
     NoConsumerError,
+    ProtocolError,
     ServerError,
     StateChange,
     TokenRequiredError,
     backoff_delay,
     classify_error,
 )
+from airi_core.client.handlers import type_matcher
+from airi_core.protocol.events import Event, decode_frame
+from airi_core.protocol.identity import SERVER_PLUGIN_ID
+from airi_core.protocol.models import ModuleIdentity, RegistrySync, data_as, protocol_data
 from airi_core.server.config import Settings
 from airi_core.server.kernel import Hub
-from airi_core.protocol.models import Event, ModuleIdentity, RegistrySync
-from airi_core.testing import start_hub
+from airi_core.testing import start_hub, wait_until
 from ._hubproc import free_port
 
 TOKEN = "client-test-t0ken"
 FAST = dict(initial_delay=0.02, max_delay=0.2, heartbeat_interval=0.5, read_timeout=5.0, handshake_timeout=3.0)
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class StateLog:
@@ -330,6 +326,84 @@ async def test_request_and_reply(airi_hub: Hub, clients: Any) -> None:
     assert reply.source == responder.identity.wire()
 
 
+async def test_type_patterns_are_protocol_globs(airi_hub: Hub, clients: Any, raw: Any) -> None:
+    # the protocol's one glob dialect: only "*" is a wildcard; "?" and "[...]" match themselves
+    c = clients(airi_hub.url, name="globs")
+    got: dict[str, list[str]] = {"?": [], "[ab]": [], "*": []}
+    c.on("test:?", lambda e: got["?"].append(e.type))
+    c.on("test:[ab]", lambda e: got["[ab]"].append(e.type))
+    c.on("test:*b*", lambda e: got["*"].append(e.type))
+    async with asyncio.timeout(5):
+        await c.ready()
+        peer = await raw(airi_hub, "globber", announce=True)
+        last = c.wait_for("test:?", lambda e: e.data.get("last") is True)
+        for t in ("test:a", "test:b", "test:?", "test:[ab]"):
+            await peer.send(t, {})
+        await peer.send("test:?", {"last": True})
+        await last
+    assert got["?"] == ["test:?", "test:?"]
+    assert got["[ab]"] == ["test:[ab]"]
+    assert got["*"] == ["test:b", "test:[ab]"]
+    assert type_matcher("test:?")("test:a") is False and type_matcher(None)("anything") is True
+
+
+async def test_frames_that_are_not_events_are_reported(clients: Any) -> None:
+    """A frame the client cannot decode goes to on_error as a ProtocolError; the connection
+    stays up. (A stand-in hub: ours never sends such frames.)"""
+    garbage = ["not json", "[1, 2]", '{"type": "test:x", "data": [1]}', '{"json": 5}', '{"data": {}}']
+    hub_identity = {"id": "fake-hub", "kind": "plugin", "plugin": {"id": SERVER_PLUGIN_ID}}
+
+    def event(type: str, data: dict[str, Any], parent_id: str | None = None) -> str:
+        ref = {"id": f"hub-{type}"} if parent_id is None else {"id": "hub-pong", "parentId": parent_id}
+        return json.dumps({"type": type, "data": data, "metadata": {"source": hub_identity, "event": ref}})
+
+    async def fake_hub(ws: Any) -> None:
+        await ws.send(event("module:authenticated", {"authenticated": True}))
+        async for frame in ws:
+            ev = json.loads(frame)
+            if ev["type"] == "module:announce":
+                d = ev["data"]
+                await ws.send(event("registry:modules:sync", {"modules": [{"name": d["name"], "identity": d["identity"]}]}))
+            elif ev["type"] == "transport:connection:heartbeat" and ev["data"]["kind"] == "ping":
+                await ws.send(event("transport:connection:heartbeat", {"kind": "pong"}, ev["metadata"]["event"]["id"]))
+            elif ev["type"] == "test:garbage":
+                for text in garbage:
+                    await ws.send(text)
+                await ws.send(event("test:after", {"ok": True}))
+
+    errs = ErrorLog()
+    async with serve(fake_hub, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        c = clients(f"ws://127.0.0.1:{port}/ws", name="strict", on_error=errs)
+        async with asyncio.timeout(5):
+            await c.ready()
+            after = c.wait_for("test:after")
+            await c.send("test:garbage")
+            assert (await after).data == {"ok": True}
+            assert c.is_ready and c.connections == 1
+            await c.close()
+    assert [type(e) for e in errs.errors] == [ProtocolError] * len(garbage), errs.errors
+    assert "(invalid JSON, error: " in str(errs.errors[0]) and "'not json'" in str(errs.errors[0])
+    assert all("(invalid event format)" in str(e) for e in errs.errors[1:])
+
+
+def test_typed_payload_accessors() -> None:
+    sync = decode_frame(json.dumps({"type": "registry:modules:sync", "data": {"modules": [
+        {"name": "m", "index": 1, "identity": {"id": "i", "kind": "plugin", "plugin": {"id": "p", "labels": {"a": "1"}}, "labels": {"b": "2"}}}]}}))
+    model = protocol_data(sync)
+    assert isinstance(model, RegistrySync) and model.modules[0].key == ("m", 1)
+    assert model.modules[0].labels == {"a": "1", "b": "2"} and model.modules[0].plugin_id == "p"
+    plain = decode_frame('{"type": "test:point", "data": {"x": 1}}')
+    assert protocol_data(plain) is None
+
+    class Point(BaseModel):
+        x: int
+
+    assert data_as(plain, Point) == Point(x=1)
+    with pytest.raises(ValidationError):
+        protocol_data(decode_frame('{"type": "error", "data": {}}'))
+
+
 # -- consumers ---------------------------------------------------------------------------------------
 async def test_consumer_delivery_to_python_consumers(airi_hub: Hub, clients: Any, raw: Any) -> None:
     hi = clients(airi_hub.url, name="consumer-hi")
@@ -498,16 +572,17 @@ async def test_read_timeout_declares_the_connection_dead(airi_hub: Hub, clients:
     c = clients(airi_hub.url, name="stalled", heartbeat_interval=0.05, read_timeout=0.3, on_state=states)
     async with asyncio.timeout(8):
         await c.ready()
-        peer = airi_hub.registry.find_module("stalled")
-        assert peer is not None and peer.conn is not None
-        # the hub stops reading this peer: no more pongs, no frames at all for the client
-        peer.conn.transport.pause_reading()
+        session = c._session
+        assert session is not None
+        # no frame at all reaches the client any more (as from a hub that stalled): its socket
+        # stops being read, while its pings still go out
+        session.ws.transport.pause_reading()
         await wait_until(lambda: "reconnecting" in states.states, what="the read timeout")
         lost = next(ch for ch in states.changes if ch.state is ClientState.RECONNECTING)
         assert isinstance(lost.error, ConnectionLostError) and "read timeout" in str(lost.error)
         # it comes back by itself on a fresh connection
         await wait_until(lambda: states.states[-1] == "ready" and c.connections == 2, what="ready again")
-        peer.conn.transport.resume_reading()
+        assert c._session is not session
 
 
 # -- reconnects ----------------------------------------------------------------------------------------

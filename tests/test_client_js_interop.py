@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from airi_core.client import Client
-from airi_core.protocol.models import Event
+from airi_core.protocol.events import Event
 from airi_core.testing import start_hub
 
 try:

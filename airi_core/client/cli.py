@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fnmatch
 import json
 import os
 import signal
@@ -24,11 +23,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import HEARTBEAT, Client, ClientError, ClientState, ConnectionLostError, ServerError, StateChange, new_id
-from ..protocol.models import Event
+from ..protocol.events import Event, dumps, new_id
+from ..protocol.glob import compile_glob
+from .client import Client
+from .errors import ClientError, ConnectionLostError, ServerError
+from .outgoing import DEFAULT_URL, HEARTBEAT
+from .states import ClientState, StateChange
 
-DEFAULT_URL = "ws://127.0.0.1:6121/ws"
-PREVIEW_CHARS = 120
+PREVIEW_CHARS = 120  # default length of the data preview in tail/send lines
 
 
 def default_url() -> str:
@@ -82,7 +84,8 @@ def event_line(client: Client, ev: Event, limit: int = PREVIEW_CHARS) -> Text:
 
 
 def json_line(ev: Event) -> str:
-    return json.dumps(ev.body, ensure_ascii=False, separators=(",", ":"))
+    """The event as received (superjson wrapper removed), as one line of compact JSON."""
+    return dumps(ev.body)
 
 
 def _reporter(err: Console, prefix: str) -> Callable[[BaseException], None]:
@@ -135,10 +138,11 @@ def _install_stop(stop: asyncio.Event) -> Callable[[], None]:
 async def run_tail(args: argparse.Namespace) -> int:
     out, err = _stdout(), _stderr()
     patterns: list[str] = args.type or []
+    matchers = [compile_glob(p) for p in patterns]  # the protocol's glob dialect: only * is a wildcard
 
     def wanted(ev: Event) -> bool:
-        if patterns:
-            return any(fnmatch.fnmatchcase(ev.type, p) for p in patterns)
+        if matchers:
+            return any(match(ev.type) for match in matchers)
         return ev.type != HEARTBEAT
 
     def on_state(change: StateChange) -> None:
@@ -287,8 +291,8 @@ async def run_modules(args: argparse.Namespace) -> int:
     for col in ("name", "index", "plugin", "version", "instance", "labels", "health"):
         table.add_column(col, overflow="fold")  # ids are never cut short
     for m in modules:
-        plugin = m.identity.get("plugin") if isinstance(m.identity.get("plugin"), dict) else {}
-        version = plugin.get("version") if isinstance(plugin.get("version"), str) else "-"
+        plugin = m.identity.get("plugin")
+        version = plugin.get("version") if isinstance(plugin, dict) and isinstance(plugin.get("version"), str) else "-"
         labels = ", ".join(f"{k}={v}" for k, v in m.labels.items()) or "-"
         reason = unhealthy.get(m.key)
         health = Text("healthy", style="green") if reason is None else Text(f"unhealthy ({reason})", style="bold red")
@@ -327,15 +331,11 @@ def cmd_modules(args: argparse.Namespace) -> int:
 
 
 def _add_client_args(p: argparse.ArgumentParser, name: str) -> None:
-    """Options shared by ``tail``, ``send`` and ``modules`` (the client code loads only when one
-    of them runs)."""
+    """Options shared by ``tail``, ``send`` and ``modules``."""
     p.add_argument("--url", default=None, help="hub WebSocket URL (default: $AIRI_HUB_URL or ws://127.0.0.1:6121/ws)")
     p.add_argument("--token", default=None, help="authentication token (default: $AIRI_HUB_TOKEN or $AUTHENTICATION_TOKEN)")
     p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="how long to try reaching the hub (default 10)")
     p.add_argument("--name", default=name, help=f"module name to use (default {name})")
-
-
-_PREVIEW_CHARS = 120  # default length of the data preview in tail/send lines
 
 
 def _positive(text: str) -> float:
@@ -366,13 +366,14 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("tail", help="print the events a hub routes, live, one per line")
     _add_client_args(p, "airi-tail")
     p.add_argument("--type", action="append", metavar="GLOB",
-                   help="only event types matching GLOB (repeatable; default: every event but heartbeats)")
+                   help="only event types matching GLOB, where only * is a wildcard "
+                        "(repeatable; default: every event but heartbeats)")
     p.add_argument("--json", action="store_true", help="print each event as one line of raw JSON")
     p.add_argument("--count", type=count, metavar="N", help="exit after N events")
     p.add_argument("--seconds", type=positive, metavar="S", help="exit after S seconds")
     p.add_argument("--announce", action="store_true",
                    help="announce as module --name (then module:NAME destinations reach it too)")
-    p.add_argument("--preview", type=count, default=_PREVIEW_CHARS, metavar="CHARS", help="data preview length")
+    p.add_argument("--preview", type=count, default=PREVIEW_CHARS, metavar="CHARS", help="data preview length")
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("send", help="send one event and print any reply")
@@ -386,7 +387,7 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--count", type=count, metavar="N", help="stop after N replies")
     p.add_argument("--all", action="store_true", help="print every event from a module while waiting, not just replies")
     p.add_argument("--json", action="store_true", help="print replies as raw JSON lines")
-    p.add_argument("--preview", type=count, default=_PREVIEW_CHARS, metavar="CHARS", help="data preview length")
+    p.add_argument("--preview", type=count, default=PREVIEW_CHARS, metavar="CHARS", help="data preview length")
     p.set_defaults(func=cmd_send, parser=p)
 
     p = sub.add_parser("modules", help="print the hub's module registry, with health")

@@ -1,9 +1,11 @@
-"""Pydantic models of the AIRI protocol events the Python client sends and handles.
+"""Pydantic models of the payloads of AIRI protocol events (what the Python client sends and
+handles).
 
 Outgoing payloads (:class:`ModuleIdentity`, :class:`AnnounceData`, :class:`ConsumerRegistration`,
 :class:`Route`) are validated strictly, before anything reaches the socket. Incoming events are
-parsed leniently (:class:`Event` keeps unknown keys and any ``data``), and the payloads of the
-hub's own protocol events can be validated on demand with :meth:`Event.protocol_data`.
+the one :class:`~airi_core.protocol.events.Event` of the protocol package (no pydantic on the
+hub's hot path); the payloads of the hub's own protocol events can be validated on demand with
+:func:`protocol_data`, any payload with :func:`data_as`.
 
 See ``PROTOCOL.md`` for the wire format; field names follow the wire (``possibleEvents``,
 ``parentId``, ``stickyKey``), with snake_case aliases on the Python side.
@@ -11,9 +13,12 @@ See ``PROTOCOL.md`` for the wire format; field names follow the wire (``possible
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PrivateAttr, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StrictBool, StrictStr
+
+from .events import Event
+from .identity import SERVER_PLUGIN_ID, instance_id_of, labels_of, plugin_id_of
 
 __all__ = [
     "LabelValue",
@@ -33,15 +38,11 @@ __all__ = [
     "ConsumerUnregistration",
     "Delivery",
     "Route",
-    "EventRef",
-    "EventMetadata",
-    "Event",
     "PROTOCOL_DATA_MODELS",
-    "SERVER_PLUGIN_ID",
+    "protocol_data",
+    "data_as",
+    "SERVER_PLUGIN_ID",  # re-exported from .identity
 ]
-
-#: ``metadata.source.plugin.id`` of every event the hub itself originates.
-SERVER_PLUGIN_ID = "proj-airi:server-runtime"
 
 #: Label values are strings on the wire; JSON scalars are tolerated (the hub renders them).
 LabelValue = Union[StrictStr, StrictBool, int, float]
@@ -80,17 +81,8 @@ class ModuleIdentity(_Wire):
 
     @property
     def all_labels(self) -> dict[str, LabelValue]:
-        return {**(self.plugin.labels or {}), **(self.labels or {})}
-
-
-def _labels_of(identity: dict[str, Any]) -> dict[str, Any]:
-    labels: dict[str, Any] = {}
-    plugin = identity.get("plugin")
-    if isinstance(plugin, dict) and isinstance(plugin.get("labels"), dict):
-        labels.update(plugin["labels"])
-    if isinstance(identity.get("labels"), dict):
-        labels.update(identity["labels"])
-    return labels
+        """``plugin.labels`` overlaid by ``labels`` (:func:`~airi_core.protocol.identity.labels_of`)."""
+        return labels_of({"plugin": {"labels": self.plugin.labels}, "labels": self.labels})
 
 
 class ModuleEntry(_Wire):
@@ -106,18 +98,15 @@ class ModuleEntry(_Wire):
 
     @property
     def plugin_id(self) -> str:
-        plugin = self.identity.get("plugin")
-        pid = plugin.get("id") if isinstance(plugin, dict) else None
-        return pid if isinstance(pid, str) else ""
+        return plugin_id_of(self.identity)
 
     @property
     def instance_id(self) -> str:
-        iid = self.identity.get("id")
-        return iid if isinstance(iid, str) else ""
+        return instance_id_of(self.identity)
 
     @property
     def labels(self) -> dict[str, Any]:
-        return _labels_of(self.identity)
+        return labels_of(self.identity)
 
     @property
     def key(self) -> tuple[str, int | None]:
@@ -235,21 +224,6 @@ class Route(_Wire):
     delivery: Delivery | None = None
 
 
-# -- the envelope ----------------------------------------------------------------------------------
-class EventRef(_Wire):
-    """``metadata.event``: this event's id and the id of the event it answers."""
-
-    id: StrictStr | None = None
-    parent_id: StrictStr | None = Field(None, alias="parentId")
-
-
-class EventMetadata(_Wire):
-    """``metadata``: ``source`` (the sender's identity, as it sent it) and ``event``."""
-
-    source: dict[str, Any] | None = None
-    event: EventRef | None = None
-
-
 #: Typed payloads of the protocol events the client handles, by event type.
 PROTOCOL_DATA_MODELS: dict[str, type[_Wire]] = {
     "registry:modules:sync": RegistrySync,
@@ -267,103 +241,19 @@ PROTOCOL_DATA_MODELS: dict[str, type[_Wire]] = {
 }
 
 
-class Event(_Wire):
-    """One received event. ``data`` is the JSON payload as sent (any JSON value the sender put
-    there); ``meta`` is the superjson ``meta`` when the frame came wrapped with one (values such
-    as ``Date`` stay in their JSON form in ``data``; ``meta`` says which were typed)."""
+_M = TypeVar("_M", bound=BaseModel)
 
-    type: StrictStr = Field(min_length=1)
-    data: Any = Field(default_factory=dict)
-    metadata: EventMetadata | None = None
-    route: dict[str, Any] | None = None
 
-    _meta: dict[str, Any] | None = PrivateAttr(default=None)
-    _wrapped: bool = PrivateAttr(default=False)
-    _body: dict[str, Any] | None = PrivateAttr(default=None)
+def protocol_data(event: Event) -> BaseModel | None:
+    """``event.data`` validated with the model of its protocol event type
+    (:data:`PROTOCOL_DATA_MODELS`; None for other types). Raises
+    :class:`pydantic.ValidationError` when the payload does not fit."""
+    model = PROTOCOL_DATA_MODELS.get(event.type)
+    if model is None:
+        return None
+    return model.model_validate(event.data)
 
-    @property
-    def body(self) -> dict[str, Any]:
-        """The event as a JSON object, exactly as received (superjson wrapper removed)."""
-        if self._body is None:
-            return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        return self._body
 
-    @property
-    def meta(self) -> dict[str, Any] | None:
-        return self._meta
-
-    @property
-    def wrapped(self) -> bool:
-        """True when the frame came superjson-wrapped (``{"json": ...}``)."""
-        return self._wrapped
-
-    @property
-    def id(self) -> str | None:
-        """``metadata.event.id``."""
-        return self.metadata.event.id if self.metadata and self.metadata.event else None
-
-    @property
-    def parent_id(self) -> str | None:
-        """``metadata.event.parentId``: the id of the event this one answers."""
-        return self.metadata.event.parent_id if self.metadata and self.metadata.event else None
-
-    @property
-    def source(self) -> dict[str, Any] | None:
-        """``metadata.source``: the sender's identity as it claimed it."""
-        return self.metadata.source if self.metadata else None
-
-    @property
-    def source_plugin_id(self) -> str:
-        src = self.source or {}
-        plugin = src.get("plugin")
-        pid = plugin.get("id") if isinstance(plugin, dict) else plugin
-        return pid if isinstance(pid, str) else ""
-
-    @property
-    def source_instance_id(self) -> str:
-        src = self.source or {}
-        iid = src.get("id")
-        return iid if isinstance(iid, str) else ""
-
-    @property
-    def from_hub(self) -> bool:
-        """True for events the hub itself originated (registry syncs, errors, pongs...)."""
-        return self.source_plugin_id == SERVER_PLUGIN_ID
-
-    @property
-    def error_message(self) -> str | None:
-        """``data.message`` of an ``error`` event, else None."""
-        if self.type != "error" or not isinstance(self.data, dict):
-            return None
-        msg = self.data.get("message")
-        return msg if isinstance(msg, str) else None
-
-    def protocol_data(self) -> BaseModel | None:
-        """``data`` validated with the model of this protocol event type (None for other types).
-        Raises :class:`pydantic.ValidationError` when the payload does not fit."""
-        model = PROTOCOL_DATA_MODELS.get(self.type)
-        if model is None:
-            return None
-        return model.model_validate(self.data)
-
-    def data_as(self, model: type[Any]) -> Any:
-        """``data`` validated with any pydantic model of your own."""
-        return model.model_validate(self.data)
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Event:
-        """Parse a decoded frame: plain, or superjson-wrapped (``{"json": <event>, "meta"?}``)."""
-        meta = None
-        wrapped = False
-        if "type" not in obj and "json" in obj:
-            wrapped = True
-            raw_meta = obj.get("meta")
-            meta = raw_meta if isinstance(raw_meta, dict) else None
-            obj = obj["json"]
-            if not isinstance(obj, dict):
-                raise ValueError("superjson-wrapped frame whose 'json' is not an object")
-        ev = cls.model_validate(obj)
-        ev._meta = meta
-        ev._wrapped = wrapped
-        ev._body = obj
-        return ev
+def data_as(event: Event, model: type[_M]) -> _M:
+    """``event.data`` validated with any pydantic model of your own."""
+    return model.model_validate(event.data)

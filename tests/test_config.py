@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -14,6 +15,24 @@ from pydantic import BaseModel, ConfigDict
 from airi_core import hookimpl
 from airi_core.server.config import ConfigError, Settings, default_config_path, load_settings
 from airi_core.server.plugins import discover_plugins
+
+
+def plugin_settings(s: Settings) -> SimpleNamespace:
+    """The built-in plugins' sections of ``s`` ([auth], [heartbeat], [routing], [routing.policy]),
+    validated with the models those plugins declare."""
+    from airi_plugins.auth import AuthSettings
+    from airi_plugins.bypass import RoutingSettings
+    from airi_plugins.heartbeat import HeartbeatSettings
+    from airi_plugins.policy import PolicySettings
+
+    raw = s.plugin_sections()
+    routing = dict(raw.get("routing", {}))
+    policy = PolicySettings.model_validate(routing.pop("policy", {}))
+    return SimpleNamespace(
+        auth=AuthSettings.model_validate(raw.get("auth", {})),
+        heartbeat=HeartbeatSettings.model_validate(raw.get("heartbeat", {})),
+        routing=SimpleNamespace(allow_bypass=RoutingSettings.model_validate(routing).allow_bypass, policy=policy),
+    )
 
 try:
     from ._hubproc import HubProcess, free_port, port_accepts, run_cli, write_config
@@ -97,18 +116,18 @@ def test_every_section_is_parsed(tmp_path: Path) -> None:
     assert s.server.wire_format == "json"
     assert s.server.drain_timeout_ms == 250
     assert s.server.tls is None
-    assert s.auth.secret == "file-token"
-    assert s.auth.timeout_ms == 0
+    assert plugin_settings(s).auth.secret == "file-token"
+    assert plugin_settings(s).auth.timeout_ms == 0
     assert s.logging.level == "debug"
     assert s.logging.format == "json"
     assert s.logging.websocket_level == "warn"
     assert s.logging.websocket_format == "pretty"
-    assert s.heartbeat.read_timeout_ms == 90000
-    assert s.heartbeat.message == "ok!"
-    assert s.heartbeat.check_interval_ms == 750
-    assert s.heartbeat.interval_ms == 750
-    assert s.routing.allow_bypass is False
-    pol = s.routing.policy
+    assert plugin_settings(s).heartbeat.read_timeout_ms == 90000
+    assert plugin_settings(s).heartbeat.message == "ok!"
+    assert plugin_settings(s).heartbeat.check_interval_ms == 750
+    assert plugin_settings(s).heartbeat.interval_ms == 750
+    assert plugin_settings(s).routing.allow_bypass is False
+    pol = plugin_settings(s).routing.policy
     assert pol.allow_plugins == ["a", "b"]
     assert pol.deny_plugins == ["c"]
     assert pol.allow_labels == ["env=prod", "tier"]
@@ -139,14 +158,14 @@ def test_root_airi_toml_loads_as_is() -> None:
     assert s.server.wire_format == "superjson"
     assert s.server.drain_timeout_ms == 5000
     assert s.server.tls is None
-    assert s.auth.secret == ""
-    assert s.auth.timeout_ms == 10000
+    assert plugin_settings(s).auth.secret == ""
+    assert plugin_settings(s).auth.timeout_ms == 10000
     assert s.logging.level == "log" and s.logging.format == "pretty"
-    assert s.heartbeat.read_timeout_ms == 60000
-    assert s.heartbeat.message == "\U0001f49b"
-    assert s.heartbeat.interval_ms == 12000
-    assert s.routing.allow_bypass is True
-    assert not s.routing.policy.active
+    assert plugin_settings(s).heartbeat.read_timeout_ms == 60000
+    assert plugin_settings(s).heartbeat.message == "\U0001f49b"
+    assert plugin_settings(s).heartbeat.interval_ms == 12000
+    assert plugin_settings(s).routing.allow_bypass is True
+    assert not plugin_settings(s).routing.policy.active
     assert s.limits.max_frame_bytes == 1048576
     assert s.plugins.disable == [] and s.plugins.order == [] and s.plugins.load is None
     assert s.plugins.fail_on_error is False and s.plugins.hook_timeout_ms == 10000
@@ -171,14 +190,14 @@ def test_no_file_means_defaults(tmp_path: Path) -> None:
     assert s.server.port == 6121
     assert s.server.path == "/ws"
     assert s.server.instance_id is None
-    assert s.auth.token is None and s.auth.secret == ""
+    assert plugin_settings(s).auth.token is None and plugin_settings(s).auth.secret == ""
     assert s.logging.level == "log" and s.logging.format == "pretty"
     assert s.logging.websocket_level is None and s.logging.websocket_format is None
-    assert s.heartbeat.message == "\U0001f49b"
+    assert plugin_settings(s).heartbeat.message == "\U0001f49b"
     assert default_config_path(tmp_path) is None
     (tmp_path / "airi.toml").write_text("")
     assert default_config_path(tmp_path) == tmp_path / "airi.toml"
-    assert load_settings(tmp_path / "airi.toml", env={}) == Settings()
+    assert load_settings(tmp_path / "airi.toml", env={}).model_dump() == Settings().model_dump()
 
 
 def test_config_check_without_file_in_empty_dir(tmp_path: Path) -> None:
@@ -215,18 +234,18 @@ def test_websocket_logging_defaults_to_app(tmp_path: Path) -> None:
 )
 def test_heartbeat_interval_derived(tmp_path: Path, read_timeout: int, expected: int) -> None:
     s = load_settings(cfg(tmp_path, f"[heartbeat]\nread_timeout_ms = {read_timeout}\n"), env={})
-    assert s.heartbeat.check_interval_ms is None
-    assert s.heartbeat.interval_ms == expected == max(5000, read_timeout // 5)
+    assert plugin_settings(s).heartbeat.check_interval_ms is None
+    assert plugin_settings(s).heartbeat.interval_ms == expected == max(5000, read_timeout // 5)
 
 
 def test_heartbeat_explicit_interval_wins(tmp_path: Path) -> None:
     s = load_settings(cfg(tmp_path, "[heartbeat]\nread_timeout_ms = 60000\ncheck_interval_ms = 50\n"), env={})
-    assert s.heartbeat.interval_ms == 50
+    assert plugin_settings(s).heartbeat.interval_ms == 50
 
 
 def test_heartbeat_message_unicode(tmp_path: Path) -> None:
     s = load_settings(cfg(tmp_path, '[heartbeat]\nmessage = "🩵 hi"\n'), env={})
-    assert s.heartbeat.message == "🩵 hi"
+    assert plugin_settings(s).heartbeat.message == "🩵 hi"
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +348,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert s.server.host == "10.2.2.2"
     assert s.server.port == 7002
     assert s.server.instance_id == "from-env"
-    assert s.auth.secret == "env-token"
+    assert plugin_settings(s).auth.secret == "env-token"
     assert s.logging.level == "trace"
     assert s.logging.format == "json"
 
@@ -337,13 +356,13 @@ def test_env_overrides_file(tmp_path: Path) -> None:
 def test_file_used_when_env_absent(tmp_path: Path) -> None:
     s = load_settings(cfg(tmp_path, FILE_FOR_PRECEDENCE), env={})
     assert s.server.host == "10.1.1.1" and s.server.port == 7001
-    assert s.server.instance_id == "from-file" and s.auth.secret == "file-token"
+    assert s.server.instance_id == "from-file" and plugin_settings(s).auth.secret == "file-token"
     assert s.logging.level == "error"
 
 
 def test_empty_authentication_token_turns_auth_off(tmp_path: Path) -> None:
     s = load_settings(cfg(tmp_path, FILE_FOR_PRECEDENCE), env={"AUTHENTICATION_TOKEN": ""})
-    assert s.auth.secret == "" and s.auth.token is None
+    assert plugin_settings(s).auth.secret == "" and plugin_settings(s).auth.token is None
 
 
 def test_flags_override_env_and_file(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from airi_core import ACCEPT, BROADCAST, Drop, Reject, Targets, hookimpl
 from airi_core.server import hookspecs
 from airi_core.server.config import ConfigError, Settings
-from airi_core.server.plugins import HOOK_ARGS, discover_plugins
+from airi_core.server.hooks import HOOK_ARGS
+from airi_core.server.plugins import discover_plugins
 from airi_core.testing import connect_client, start_hub
 
 
@@ -262,7 +263,7 @@ class Second:
 async def test_route_plugins_follow_the_configured_order(order: list[str], expect_delivery: bool) -> None:
     hub = await start_hub({"plugins": {"order": order}}, extra_plugins=[("first", First()), ("second", Second())])
     try:
-        assert hub.hooks.names("airi_route")[:2] == order
+        assert hub.plugins.route_chain()[:2] == order
         a = await connect_client(hub, "a", announce=True)
         b = await connect_client(hub, "b", announce=True)
         c = await connect_client(hub, "c", announce=True)
@@ -277,15 +278,16 @@ async def test_route_plugins_follow_the_configured_order(order: list[str], expec
         await hub.shutdown()
 
 
-def test_default_route_order_puts_third_party_between_destinations_and_consumers() -> None:
+def test_default_route_order_comes_from_the_plugins_own_declarations() -> None:
+    # destinations and bypass are tryfirst, consumers trylast, policy wraps them all; nothing
+    # in the kernel names them
     ps = discover_plugins(Settings(), extra=[("mine", First())])
-    from airi_core.server.plugins import HookDispatcher
-
-    names = HookDispatcher(ps.pm, 1, []).names("airi_route")
-    builtin = ["bypass", "policy", "destinations", "mine", "consumers"]
+    names = ps.route_chain()
+    builtin = ["destinations", "bypass", "mine", "consumers"]
     # other installed third-party plugins (e.g. the example) may sit next to "mine"
     assert [n for n in names if n in builtin] == builtin
-    assert names[:3] == builtin[:3] and names[-1] == "consumers"
+    assert names[:2] == builtin[:2] and names[-1] == "consumers"
+    assert ps.route_wrappers() == ["policy"]
 
 
 class AsyncRoute:

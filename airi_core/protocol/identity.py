@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import errors
+
 __all__ = [
     "SERVER_PLUGIN_ID",
     "labels_of",
@@ -18,6 +20,7 @@ __all__ = [
     "is_valid_identity",
     "label_text",
     "non_negative_int",
+    "announce_error",
 ]
 
 #: ``metadata.source.plugin.id`` of every event the hub itself originates.
@@ -79,4 +82,17 @@ def non_negative_int(value: Any) -> int | None:
         return value if value >= 0 else None
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
+    return None
+
+
+def announce_error(data: dict[str, Any]) -> str | None:
+    """The protocol's checks of a ``module:announce`` payload, in the protocol's order (name,
+    index, identity): the exact error message of the first that fails, or None."""
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        return errors.MODULE_ANNOUNCE_NAME_INVALID
+    if "index" in data and non_negative_int(data["index"]) is None:
+        return errors.MODULE_ANNOUNCE_INDEX_INVALID
+    if not is_valid_identity(data.get("identity")):
+        return errors.MODULE_ANNOUNCE_IDENTITY_INVALID
     return None

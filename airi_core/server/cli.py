@@ -48,18 +48,30 @@ def _fail(err: Exception) -> int:
     return EXIT_CONFIG
 
 
+def _section_config(plugins: PluginSet, section: str) -> Any:
+    """The validated settings of the enabled plugin that owns ``[section]``, if any."""
+    owner = next((i for i in plugins.infos if i.enabled and i.section == (section,)), None)
+    return plugins.configs.get(owner.name) if owner is not None else None
+
+
 def _summary(hub: Any, origin: str | None) -> None:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    s = hub.settings
-    route = hub.hooks.names("airi_route")
-    enabled = [i.name for i in hub.plugins.infos if i.enabled]
-    broken = [i for i in hub.plugins.infos if i.error]
+    plugins: PluginSet = hub.plugins
+    route = plugins.route_chain()
+    wrappers = plugins.route_wrappers()
+    enabled = [i.name for i in plugins.infos if i.enabled]
+    broken = [i for i in plugins.infos if i.error]
+    auth = _section_config(plugins, "auth")
+    heartbeat = _section_config(plugins, "heartbeat")
     console.print(f"[bold]AIRI hub[/] {__version__} listening on [bold cyan]{hub.url}[/]")
     console.print(f"  config      {origin or '(none: built-in defaults)'}")
-    console.print(f"  auth        {'[green]on[/] (token)' if s.auth.secret else '[yellow]off[/] (no token configured)'}")
-    console.print(f"  wire format {s.server.wire_format}")
-    console.print(f"  heartbeat   read timeout {s.heartbeat.read_timeout_ms} ms, check every {s.heartbeat.interval_ms} ms")
+    console.print(f"  auth        {'[green]on[/] (token)' if getattr(auth, 'secret', '') else '[yellow]off[/] (no token configured)'}")
+    console.print(f"  wire format {hub.settings.server.wire_format}")
+    if heartbeat is not None:
+        console.print(f"  heartbeat   read timeout {heartbeat.read_timeout_ms} ms, check every {heartbeat.interval_ms} ms")
     console.print(f"  plugins     {', '.join(enabled)}")
+    if wrappers:
+        console.print(f"  route wrap  {', '.join(wrappers)} (around every route plugin)")
     console.print(f"  route order {' -> '.join(route) if route else '(none)'}")
     for info in broken:
         console.print(f"  [red]skipped[/]     {info.name} ({info.distribution}): {info.error}", markup=True)
@@ -127,7 +139,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         rows = [
             {
                 "name": i.name, "distribution": i.distribution, "version": i.version, "hooks": i.hooks,
-                "enabled": i.enabled, "essential": i.essential, "route_order": i.route_position, "error": i.error,
+                "enabled": i.enabled, "essential": i.essential, "route_order": i.route_position,
+                "route_wrapper": i.route_wrapper, "config": i.config_key, "error": i.error,
             }
             for i in plugins.infos
         ]
@@ -142,7 +155,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for i in plugins.infos:
         hooks = ", ".join(h.removeprefix("airi_") for h in i.hooks) or "-"
         enabled = "[red]failed[/]" if i.error else ("yes" + (" (essential)" if i.essential else "") if i.enabled else "[dim]no[/]")
-        table.add_row(i.name, i.distribution or "-", i.version or "-", hooks, enabled, str(i.route_position or "-"))
+        table.add_row(i.name, i.distribution or "-", i.version or "-", hooks, enabled, "wraps" if i.route_wrapper else str(i.route_position or "-"))
     # not a terminal (a pipe, a CI log): do not squeeze names into 80 columns
     console = Console(soft_wrap=False) if sys.stdout.isatty() else Console(width=200, soft_wrap=False)
     console.print(table)
@@ -158,8 +171,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(exc)
     shown = settings.model_dump(mode="json")
-    if settings.auth.secret:
-        shown["auth"]["token"] = "***"  # never print the token
+    for info in plugins.infos:
+        config = plugins.configs.get(info.name) if info.enabled else None
+        if config is None:
+            continue
+        node = shown
+        path = info.section or ("plugins", info.name)
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        # SecretStr fields (tokens) dump as "**********": never print a secret
+        node.setdefault(path[-1], {}).update(config.model_dump(mode="json"))
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/]: {origin or 'no config file, built-in defaults'}")
     console.print_json(json.dumps(shown))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, PrivateAttr, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,15 +80,6 @@ class ServerConfig(_Section):
         return path
 
 
-class AuthConfig(_Section):
-    token: SecretStr | None = None
-    timeout_ms: int = Field(10000, ge=0)
-
-    @property
-    def secret(self) -> str:
-        """The configured token, or ``""`` when authentication is off."""
-        return self.token.get_secret_value() if self.token is not None else ""
-
 
 class LoggingConfig(_Section):
     level: LogLevel = "log"
@@ -97,33 +88,7 @@ class LoggingConfig(_Section):
     websocket_format: LogFormat | None = None
 
 
-class HeartbeatConfig(_Section):
-    read_timeout_ms: int = Field(60000, gt=0)
-    message: str = "\U0001f49b"
-    check_interval_ms: int | None = Field(None, gt=0)
 
-    @property
-    def interval_ms(self) -> int:
-        """The liveness check interval: configured, else ``max(5000, read_timeout_ms / 5)``."""
-        if self.check_interval_ms is not None:
-            return self.check_interval_ms
-        return max(5000, self.read_timeout_ms // 5)
-
-
-class PolicyConfig(_Section):
-    allow_plugins: list[str] = []
-    deny_plugins: list[str] = []
-    allow_labels: list[str] = []
-    deny_labels: list[str] = []
-
-    @property
-    def active(self) -> bool:
-        return bool(self.allow_plugins or self.deny_plugins or self.allow_labels or self.deny_labels)
-
-
-class RoutingConfig(_Section):
-    allow_bypass: bool = True
-    policy: PolicyConfig = PolicyConfig()
 
 
 class PluginsConfig(BaseModel):
@@ -159,19 +124,53 @@ class PluginsConfig(BaseModel):
         return {k: v for k, v in (self.model_extra or {}).items() if isinstance(v, dict)}
 
 
-class Settings(_Section):
+class Settings(BaseModel):
+    """The kernel's settings (``[server]``, ``[logging]``, ``[limits]``, ``[plugins]``).
+
+    Every other top-level table belongs to a plugin that declares it as its
+    ``airi_config_section`` (the built-ins own ``[auth]``, ``[heartbeat]``, ``[routing]`` and
+    ``[routing.policy]``); discovery validates it with that plugin's model and reports a table
+    that no installed plugin reads."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
     server: ServerConfig = ServerConfig()
-    auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
-    heartbeat: HeartbeatConfig = HeartbeatConfig()
-    routing: RoutingConfig = RoutingConfig()
     limits: LimitsConfig = LimitsConfig()
     plugins: PluginsConfig = PluginsConfig()
+
+    #: where the settings came from, for messages: the file, and what environment variables or
+    #: flags set (key path -> their name)
+    _origin: str = PrivateAttr("defaults")
+    _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+    _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        # the plugins' tables are kept aside, unvalidated, out of repr and dumps (they may
+        # hold secrets), until discovery validates each with its plugin's model
+        self._sections = dict(self.__pydantic_extra__ or {})
+        if self.__pydantic_extra__:
+            self.__pydantic_extra__.clear()
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def sources(self) -> dict[tuple[str, ...], str]:
+        return self._sources
+
+    def plugin_sections(self) -> dict[str, Any]:
+        """The top-level tables the kernel does not own, as read (plugins validate them)."""
+        return dict(self._sections)
 
 
 class ConfigError(Exception):
     """An invalid configuration; ``str()`` is the complete message for the user."""
 
+
+#: A value whose key path contains one of these is never echoed in an error.
+SECRET_WORDS = ("token", "secret", "password", "credential")
 
 #: The reference's environment variables and the key each one sets.
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -205,7 +204,6 @@ def format_validation_error(
     origin: str,
     sources: Mapping[tuple[str, ...], str] | None = None,
     prefix: tuple[str, ...] = (),
-    secret_paths: frozenset[tuple[str, ...]] = frozenset({("auth", "token")}),
 ) -> str:
     """Render a pydantic error as ``<origin>: <key.path>: <what was expected> (got ...)`` lines.
 
@@ -229,7 +227,11 @@ def format_validation_error(
             msg = msg[len("Value error, ") :]
         value = item.get("input")
         # never echo secrets, nor whole sections (they may hold secrets of their own)
-        hidden = loc[:2] in secret_paths or item["type"] == "extra_forbidden" or isinstance(value, (dict, list))
+        hidden = (
+            any(word in str(part).lower() for part in loc for word in SECRET_WORDS)
+            or item["type"] == "extra_forbidden"
+            or isinstance(value, (dict, list))
+        )
         shown = "" if hidden else f" (got {_describe_input(value)})"
         lines.append(f"{where}: {key}: {msg}{shown}")
     return "\n".join(lines)
@@ -286,9 +288,12 @@ def load_settings(
         _set(raw, key, value)
         sources[key] = name
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin, sources)) from None
+    settings._origin = origin
+    settings._sources = sources
+    return settings
 
 
 def default_config_path(cwd: Path | None = None) -> Path | None:

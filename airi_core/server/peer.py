@@ -1,15 +1,18 @@
-"""A connected peer: its session state as the hub sees it."""
+"""A connected peer as plugins see it: identity, state and a place for per-peer plugin data.
+
+The connection behind a peer (socket, outbox, backpressure, rate limit) belongs to the
+transport (:mod:`airi_core.server.transport`) and is not part of the plugin API.
+"""
 
 from __future__ import annotations
 
 import itertools
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.identity import instance_id_of, labels_of, plugin_id_of
 
 if TYPE_CHECKING:
-    from websockets.asyncio.server import ServerConnection
+    from .transport import Connection
 
 __all__ = ["Peer"]
 
@@ -17,18 +20,27 @@ _ids = itertools.count(1)
 
 
 class Peer:
-    """One WebSocket connection.
+    """One connected peer.
 
-    Attributes plugins read: ``id`` (connection id, used by ``peer:ID`` destinations),
-    ``authenticated``, ``name``/``index`` (announced module, ``name`` is ``""`` before announcing),
-    ``identity`` (``ModuleIdentity`` dict or None), ``labels``, ``plugin_id``, ``instance_id``,
-    ``healthy``, ``remote`` (address string). ``state`` is a dict where plugins keep per-peer
-    data under their own name.
+    What plugins read (change them only through the hub's API):
+
+    - ``id``: connection id, unique in this hub (``peer:ID`` destinations); ``remote``: address;
+    - ``authenticated``; ``announced``; ``name`` / ``index``: the announced module (``name`` is
+      ``""`` before announcing, ``index`` None when absent);
+    - ``identity``: the ``ModuleIdentity`` object (announced, or claimed by ``metadata.source``
+      before announcing), and what routing derives from it: ``labels``, ``plugin_id``,
+      ``instance_id``;
+    - ``healthy`` (see :meth:`Hub.set_health`); ``last_seen``: ``time.monotonic()`` of the
+      peer's last frame (the kernel records it for every frame); ``closed``: the hub has
+      detached it and nothing more reaches it.
+
+    ``state`` is a dict where plugins keep per-peer data under their own name
+    (``peer.state["my-plugin"] = ...``); it lives as long as the connection.
     """
 
     __slots__ = (
         "id",
-        "conn",
+        "remote",
         "authenticated",
         "announced",
         "name",
@@ -39,25 +51,15 @@ class Peer:
         "instance_id",
         "healthy",
         "last_seen",
-        "missed_checks",
-        "remote",
         "closed",
         "state",
-        "progress_at",
-        "sent_bytes",
-        "drained_mark",
-        "pressing",
-        "outbox",
-        "tokens",
-        "tokens_at",
-        "rate_error_at",
-        "timer",
+        "_conn",
         "__weakref__",
     )
 
-    def __init__(self, conn: ServerConnection | None, remote: str = "") -> None:
+    def __init__(self, remote: str = "", conn: Connection | None = None) -> None:
         self.id = f"p{next(_ids)}"
-        self.conn = conn
+        self.remote = remote
         self.authenticated = False
         self.announced = False
         self.name = ""
@@ -67,26 +69,14 @@ class Peer:
         self.plugin_id = ""
         self.instance_id = ""
         self.healthy = True
-        self.last_seen = time.monotonic()
-        self.missed_checks = 0
-        self.remote = remote
+        self.last_seen = 0.0
         self.closed = False
         self.state: dict[str, Any] = {}
-        # outbound backpressure (see Hub._throttle): bytes queued so far, bytes known drained,
-        # and when the peer last made progress draining its backlog
-        self.sent_bytes = 0
-        self.drained_mark = 0
-        self.progress_at = 0.0
-        self.pressing = False  # an event this peer sent reached a peer that is behind
-        self.outbox: list[bytes] = []  # frames queued for the next flush (see Hub._write)
-        # inbound rate limit (token bucket)
-        self.tokens = 0.0
-        self.tokens_at = 0.0
-        self.rate_error_at = 0.0
-        self.timer: Any = None  # the authentication deadline, when one runs
+        self._conn = conn  # the transport's side of this peer; None for a peer without a socket
 
     def set_identity(self, identity: dict[str, Any] | None) -> None:
-        """Adopt ``identity`` and refresh the derived fields used by routing."""
+        """Adopt ``identity`` and refresh the fields routing derives from it (the kernel and the
+        registry call this; a plugin announces through the registry instead)."""
         self.identity = identity
         self.labels = labels_of(identity)
         self.plugin_id = plugin_id_of(identity)

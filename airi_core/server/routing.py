@@ -1,4 +1,4 @@
-"""Objects the core hands to announce and route hooks."""
+"""Objects the kernel hands to announce and route hooks."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ PeerFilter = Callable[["Peer"], bool]
 
 @dataclass(slots=True)
 class Announcement:
-    """A validated ``module:announce``: ``name``, ``index`` (None when absent), ``identity``,
-    ``possible_events`` and the raw ``data``."""
+    """A ``module:announce`` that passed the protocol checks: ``name``, ``index`` (None when
+    absent), ``identity``, ``possible_events`` and the raw ``data``."""
 
     name: str
     index: int | None
@@ -29,15 +29,19 @@ class Announcement:
 
 
 class RouteContext:
-    """The state of one routing decision, passed through every ``airi_route`` implementation.
+    """One routing decision in the making, passed to every ``airi_route`` implementation.
 
-    ``sender`` and ``event`` are read-only. ``filters`` holds the predicates added so far with
-    :meth:`add_filter`; every one must accept a peer for it to receive the event. ``bypass`` is set
-    by the ``bypass`` plugin when a devtools peer skipped the routing rules; ``notes`` is a free
-    dict for route plugins to pass information down the chain.
+    - ``sender`` (the authenticated :class:`Peer` that sent it) and ``event`` (the
+      :class:`Event`): do not reassign them.
+    - :meth:`add_filter` / :meth:`narrow`: restrict who may receive the event. Every filter
+      applies to every decision (``BROADCAST``, ``Targets``, no decision): a plugin that
+      redirects with ``Targets`` cannot reach a peer another plugin filtered out.
+    - ``bypass``: set by the plugin that grants the protocol's devtools bypass (the built-in
+      ``bypass``); the event then goes to every authenticated peer but the sender, ignoring
+      filters and the decision (except ``Drop``). Nothing else should set it.
     """
 
-    __slots__ = ("hub", "sender", "event", "filters", "pool", "bypass", "notes")
+    __slots__ = ("hub", "sender", "event", "filters", "pool", "bypass")
 
     def __init__(self, hub: Hub, sender: Peer, event: Event) -> None:
         self.hub = hub
@@ -47,7 +51,6 @@ class RouteContext:
         #: When set, only these peers can receive the event (see :meth:`narrow`).
         self.pool: dict[Peer, None] | None = None
         self.bypass = False
-        self.notes: dict[str, Any] = {}
 
     def add_filter(self, predicate: PeerFilter) -> None:
         """Only peers for which ``predicate(peer)`` is true may receive this event."""
@@ -57,7 +60,7 @@ class RouteContext:
         """Only these peers can receive the event (intersected with any earlier narrowing).
 
         A shortcut for filters that an index can answer (e.g. ``module:NAME`` through the
-        registry): the core then looks at these peers only instead of testing every peer."""
+        registry): the kernel then looks at these peers only instead of testing every peer."""
         if self.pool is None:
             self.pool = dict.fromkeys(peers)
         else:

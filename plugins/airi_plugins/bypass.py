@@ -1,22 +1,47 @@
-"""``bypass``: a devtools peer (label ``devtools`` = ``true``/``1`` or ``devtools`` in its module
-name) sending ``route.bypass: true`` skips policy, destinations and delivery rules: the event goes
-to every authenticated peer. Off with ``[routing] allow_bypass = false``."""
+"""``bypass``: the devtools bypass (``[routing] allow_bypass``, default true).
+
+A devtools peer (label ``devtools`` = ``true``/``1``, or ``devtools`` in its announced module
+name) that sends ``route.bypass: true`` skips the routing policy, destinations and delivery
+rules: the event goes to every authenticated peer but the sender. It grants that by setting
+``ctx.bypass``, the one way past the filters other route plugins add.
+"""
 
 from __future__ import annotations
 
-from airi_core import BROADCAST, Broadcast, RouteContext, hookimpl
-from airi_core.server.kernel import Hub
+from pydantic import BaseModel, ConfigDict
 
+from airi_core import BROADCAST, Broadcast, RouteContext, hookimpl
 from airi_core.protocol.matching import is_devtools
 
 
+class RoutingSettings(BaseModel):
+    """``[routing]`` (its ``[routing.policy]`` table belongs to the ``policy`` plugin)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow_bypass: bool = True
+
+
 class DevtoolsBypass:
+    airi_config_section = "routing"
+
+    def __init__(self) -> None:
+        self.allow = True
+
     @hookimpl
-    def airi_route(self, hub: Hub, ctx: RouteContext) -> Broadcast | None:
+    def airi_config_model(self) -> type[BaseModel]:
+        return RoutingSettings
+
+    @hookimpl
+    def airi_startup(self, hub) -> None:  # type: ignore[no-untyped-def]
+        settings = hub.plugin_config(self)
+        self.allow = settings.allow_bypass if isinstance(settings, RoutingSettings) else True
+
+    @hookimpl(tryfirst=True)
+    def airi_route(self, ctx: RouteContext) -> Broadcast | None:
         route = ctx.event.route
         if route is None or not route.get("bypass"):
             return None
-        if not hub.settings.routing.allow_bypass or not is_devtools(ctx.sender):
+        if not self.allow or not is_devtools(ctx.sender):
             return None
         ctx.bypass = True
         return BROADCAST

@@ -21,8 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from airi_core import ACCEPT, Accept, Drop, Event, Peer, Reject, RouteContext, Targets, errors, hookimpl
-from airi_core.server.kernel import Hub
+from airi_core import ACCEPT, Accept, Drop, Event, Hub, Peer, Reject, RouteContext, Targets, errors, hookimpl
 
 #: Protocol default deliveries by event type.
 DEFAULT_DELIVERY: dict[str, dict[str, Any]] = {
@@ -128,7 +127,7 @@ class ConsumerDelivery:
             self.unregister(peer, key)
 
     # -- delivery ----------------------------------------------------------------------------------
-    @hookimpl
+    @hookimpl(trylast=True)  # after every other route plugin: it picks among what they left
     def airi_route(self, hub: Hub, ctx: RouteContext) -> Drop | Targets | None:
         delivery = resolve_delivery(ctx.event)
         if delivery is None:

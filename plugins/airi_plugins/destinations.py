@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airi_core import Drop, RouteContext, hookimpl
-from airi_core.server.kernel import Hub
+from airi_core import Hub, RouteContext, hookimpl
 
 from airi_core.protocol.matching import Predicate, compile_destinations, destinations_hint
 
@@ -42,14 +41,15 @@ class Destinations:
             found = self._cache[key] = compile_route(dests)
         return found
 
-    @hookimpl
-    def airi_route(self, hub: Hub, ctx: RouteContext) -> Drop | None:
+    @hookimpl(tryfirst=True)  # before plugins that decide (a redirect) so its filter holds for them
+    def airi_route(self, hub: Hub, ctx: RouteContext) -> None:
         event = ctx.event
         route = event.route
         if route is not None and "destinations" in route:
             dests = route["destinations"]
             if not dests:
-                return Drop("route.destinations is empty")
+                ctx.narrow(())  # nobody (a filter, so that the devtools bypass still works)
+                return None
         else:
             dests = event.data.get("destinations")
             if not isinstance(dests, list) or not dests:

@@ -1,10 +1,11 @@
-"""``heartbeat``: pong replies and liveness.
+"""``heartbeat``: pong replies and liveness (``[heartbeat]``).
 
 Every ``transport:connection:heartbeat`` ping is answered with ``{kind: "pong", message, at}``
 (``[heartbeat] message``, default 💛), before authentication too. A check runs every
 ``[heartbeat] check_interval_ms`` (default ``max(5000, read_timeout_ms / 5)``); a peer silent for
-5 checks is marked unhealthy (``heartbeat late``), for 10 checks it is closed and de-announced
-with ``heartbeat expired``. Any frame from the peer counts as activity.
+5 checks in a row is marked unhealthy (``heartbeat late``), for 10 it is closed and de-announced
+with ``heartbeat expired``. Any frame from the peer counts as activity: the kernel records its
+time in ``peer.last_seen`` and marks an unhealthy peer healthy again when one arrives.
 """
 
 from __future__ import annotations
@@ -13,29 +14,52 @@ import asyncio
 import contextlib
 import time
 
-from airi_core import Event, Peer, hookimpl
-from airi_core.server.kernel import Hub
+from pydantic import BaseModel, ConfigDict, Field
+
+from airi_core import Event, Hub, Peer, hookimpl
 
 MISSES_UNHEALTHY = 5
 MISSES_DEAD = MISSES_UNHEALTHY * 2
 
 
+class HeartbeatSettings(BaseModel):
+    """``[heartbeat]``."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+    read_timeout_ms: int = Field(60000, gt=0)
+    message: str = "\U0001f49b"
+    check_interval_ms: int | None = Field(None, gt=0)
+
+    @property
+    def interval_ms(self) -> int:
+        """The liveness check interval: configured, else ``max(5000, read_timeout_ms / 5)``."""
+        if self.check_interval_ms is not None:
+            return self.check_interval_ms
+        return max(5000, self.read_timeout_ms // 5)
+
+
 def check_liveness(hub: Hub, now: float, interval_s: float) -> None:
-    """One liveness check over every peer (the timer calls this each interval)."""
+    """One liveness check over every peer (the timer calls this each interval): count the
+    checks in a row that found the peer silent for longer than an interval."""
     for peer in hub.registry:
-        if now - peer.last_seen > interval_s:
-            peer.missed_checks += 1
-        else:
-            peer.missed_checks = 0
-        if peer.missed_checks >= MISSES_DEAD:
+        missed = peer.state.get("heartbeat", 0) + 1 if now - peer.last_seen > interval_s else 0
+        peer.state["heartbeat"] = missed
+        if missed >= MISSES_DEAD:
             hub.disconnect(peer, "heartbeat expired", 1001)
-        elif peer.missed_checks >= MISSES_UNHEALTHY and peer.healthy:
+        elif missed >= MISSES_UNHEALTHY and peer.healthy:
             hub.set_health(peer, False, "heartbeat late")
 
 
 class Heartbeat:
+    airi_config_section = "heartbeat"
+
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        self.settings = HeartbeatSettings()
+
+    @hookimpl
+    def airi_config_model(self) -> type[BaseModel]:
+        return HeartbeatSettings
 
     @hookimpl
     def airi_heartbeat(self, hub: Hub, peer: Peer, kind: str, event: Event | None) -> None:
@@ -43,12 +67,13 @@ class Heartbeat:
             hub.send(
                 peer,
                 "transport:connection:heartbeat",
-                {"kind": "pong", "message": hub.settings.heartbeat.message, "at": int(time.time() * 1000)},
+                {"kind": "pong", "message": self.settings.message, "at": int(time.time() * 1000)},
                 event.id,
             )
 
     @hookimpl
     def airi_startup(self, hub: Hub) -> None:
+        self.settings = hub.plugin_config(self) or HeartbeatSettings()  # type: ignore[assignment]
         self._task = asyncio.get_running_loop().create_task(self._run(hub))
 
     @hookimpl
@@ -60,7 +85,7 @@ class Heartbeat:
             self._task = None
 
     async def _run(self, hub: Hub) -> None:
-        interval = hub.settings.heartbeat.interval_ms / 1000
+        interval = self.settings.interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
             try:

@@ -2,27 +2,46 @@
 
 A receiver must have its plugin id in ``allow_plugins`` (when set) and not in ``deny_plugins``,
 match every selector of ``allow_labels`` (when set), and not match all of ``deny_labels`` (when
-set). The policy narrows the candidates and composes with destinations and consumer delivery:
-an event goes only to peers that the policy allows AND the destinations match.
+set). The policy is a ``wrapper=True`` implementation of ``airi_route``: it wraps every route
+plugin, whatever ``[plugins] order`` says, and adds its filter before any of them decides, so it
+holds for every decision (broadcast, destinations, consumer delivery, a plugin's ``Targets``
+redirect). Only the devtools bypass skips it.
 """
 
 from __future__ import annotations
 
-from airi_core import Peer, RouteContext, hookimpl
-from airi_core.server.config import PolicyConfig
-from airi_core.server.kernel import Hub
+from collections.abc import Callable, Generator
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from airi_core import Hub, Peer, RouteContext, hookimpl
 from airi_core.protocol.matching import parse_selector, selectors_match
 
 
-def policy_predicate(policy: PolicyConfig):  # type: ignore[no-untyped-def]
+class PolicySettings(BaseModel):
+    """``[routing.policy]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow_plugins: list[str] = []
+    deny_plugins: list[str] = []
+    allow_labels: list[str] = []
+    deny_labels: list[str] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.allow_plugins or self.deny_plugins or self.allow_labels or self.deny_labels)
+
+
+def policy_predicate(policy: PolicySettings) -> Callable[[Peer], bool]:
+    """Whether the policy lets a peer receive events; the verdict is cached on the peer until
+    its identity changes."""
     allow_plugins = frozenset(policy.allow_plugins)
     deny_plugins = frozenset(policy.deny_plugins)
     allow_labels = [parse_selector(s) for s in policy.allow_labels]
     deny_labels = [parse_selector(s) for s in policy.deny_labels]
 
     def allowed(peer: Peer) -> bool:
-        # a peer's verdict only changes with its identity: cache it on the peer
         cached = peer.state.get("policy")
         if cached is not None and cached[0] is peer.identity and cached[1] is policy:
             return cached[2]  # type: ignore[no-any-return]
@@ -45,17 +64,22 @@ def policy_predicate(policy: PolicyConfig):  # type: ignore[no-untyped-def]
 
 
 class RoutingPolicy:
+    airi_config_section = "routing.policy"
+
     def __init__(self) -> None:
-        self._predicate = None
-        self._for: PolicyConfig | None = None
+        self.allowed: Callable[[Peer], bool] | None = None
 
     @hookimpl
-    def airi_route(self, hub: Hub, ctx: RouteContext) -> None:
-        policy = hub.settings.routing.policy
-        if not policy.active:
-            return None
-        if self._for is not policy:
-            self._predicate = policy_predicate(policy)
-            self._for = policy
-        ctx.add_filter(self._predicate)  # type: ignore[arg-type]
-        return None
+    def airi_config_model(self) -> type[BaseModel]:
+        return PolicySettings
+
+    @hookimpl
+    def airi_startup(self, hub: Hub) -> None:
+        policy = hub.plugin_config(self)
+        self.allowed = policy_predicate(policy) if isinstance(policy, PolicySettings) and policy.active else None
+
+    @hookimpl(wrapper=True)
+    def airi_route(self, ctx: RouteContext) -> Generator[None, Any, Any]:
+        if self.allowed is not None:
+            ctx.add_filter(self.allowed)
+        return (yield)

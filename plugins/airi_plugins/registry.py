@@ -22,8 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airi_core import ACCEPT, Accept, Announcement, Event, Peer, hookimpl
-from airi_core.server.kernel import Hub
+from airi_core import ACCEPT, Accept, Announcement, Event, Hub, Peer, hookimpl
 
 
 class RegistrySettings(BaseModel):
@@ -55,6 +54,8 @@ def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> N
 
 
 class ModuleRegistryPlugin:
+    airi_essential = True
+
     def __init__(self) -> None:
         self._timer: asyncio.TimerHandle | None = None
         self._first_change = 0.0
@@ -67,7 +68,7 @@ class ModuleRegistryPlugin:
 
     @hookimpl
     def airi_startup(self, hub: Hub) -> None:
-        cfg = hub.plugin_config("registry")
+        cfg = hub.plugin_config(self)
         if isinstance(cfg, RegistrySettings):
             self._settings = cfg
 

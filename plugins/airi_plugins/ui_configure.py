@@ -6,9 +6,8 @@ whatever its index; an unknown module answers ``module not found...``."""
 
 from __future__ import annotations
 
-from airi_core import ACCEPT, Accept, Event, Peer, Reject, errors, hookimpl
+from airi_core import ACCEPT, Accept, Event, Hub, Peer, Reject, errors, hookimpl
 from airi_core.protocol import non_negative_int
-from airi_core.server.kernel import Hub
 
 
 

@@ -1,28 +1,28 @@
 """The ``route-filter`` plugin: its ``airi_route`` hook and the compiled form of its settings.
 
-Route plugins run in the order ``bypass, policy, destinations, <third-party>, consumers`` unless
-``[plugins] order`` says otherwise, so by the time this hook runs the policy and the sender's
-destinations have already narrowed the candidates. A redirect (:class:`~airi_core.Targets`)
-still honours them: the core delivers only to targets that pass every filter added so far.
+By default the built-in ``destinations`` plugin (``tryfirst``) runs before this one and the
+``policy`` plugin wraps every route plugin, so by the time this hook runs the sender's
+destinations and the policy have narrowed the candidates. A redirect (:class:`~airi_core.Targets`)
+still honours them: the hub delivers only to targets that pass every filter added so far. Ordered
+before ``destinations`` (``[plugins] order``) a redirect ignores the sender's destinations; the
+policy holds whatever the order.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from airi_core import Drop, RouteContext, Targets, hookimpl
-from airi_core.server.kernel import Hub
+from airi_core import Drop, Hub, RouteContext, Targets, hookimpl
+from airi_core.protocol import compile_glob
 
 from .settings import RouteFilterSettings, Rule
 
 __all__ = ["CompiledFilter", "RouteFilter", "lookup"]
 
-DEFAULT_NAME = "route-filter"
 #: Distinct event types whose matching rules are remembered; types are chosen by clients, so the
 #: cache is cleared when it grows past this instead of growing without bound.
 TYPE_CACHE_LIMIT = 4096
@@ -30,13 +30,13 @@ TYPE_CACHE_LIMIT = 4096
 _MISSING: Any = object()
 
 
-def glob_regex(globs: Iterable[str]) -> re.Pattern[str] | None:
-    """One regex matching an event type against any of ``globs`` (``*`` = any characters, the
-    rest literal, as in the hub's destination globs). None when there are no globs."""
-    parts = [".*".join(re.escape(piece) for piece in glob.split("*")) for glob in globs]
-    if not parts:
+def any_glob(globs: Iterable[str]) -> Callable[[str], bool] | None:
+    """A predicate matching an event type against any of ``globs``, in the protocol's glob
+    dialect (``*`` = any characters, the rest literal). None when there are no globs."""
+    matchers = [compile_glob(glob) for glob in globs]
+    if not matchers:
         return None
-    return re.compile("(?:" + "|".join(parts) + r")\Z", re.DOTALL)
+    return lambda value: any(match(value) for match in matchers)
 
 
 def lookup(data: Any, path: tuple[str, ...]) -> Any:
@@ -65,7 +65,7 @@ def same_value(a: Any, b: Any) -> bool:
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     index: int
-    type_re: re.Pattern[str]
+    type_matches: Callable[[str], bool]
     path: tuple[str, ...] | None
     has_equals: bool
     equals: Any
@@ -73,11 +73,9 @@ class CompiledRule:
 
     @classmethod
     def of(cls, index: int, rule: Rule) -> CompiledRule:
-        type_re = glob_regex([rule.type])
-        assert type_re is not None
         return cls(
             index,
-            type_re,
+            compile_glob(rule.type),
             tuple(rule.field.split(".")) if rule.field is not None else None,
             rule.has_equals,
             rule.equals,
@@ -102,13 +100,13 @@ class CompiledFilter:
 
     def __init__(self, settings: RouteFilterSettings) -> None:
         self.settings = settings
-        self.drop_re = glob_regex(settings.drop_types)
+        self.drop = any_glob(settings.drop_types)
         self.rules = tuple(CompiledRule.of(i, r) for i, r in enumerate(settings.rules))
         self._by_type: dict[str, tuple[CompiledRule, ...] | None] = {}
 
     @property
     def empty(self) -> bool:
-        return self.drop_re is None and not self.rules
+        return self.drop is None and not self.rules
 
     def rules_for(self, etype: str) -> tuple[CompiledRule, ...] | None:
         """The rules whose type glob matches ``etype``, or None when ``drop_types`` drops it."""
@@ -116,10 +114,10 @@ class CompiledFilter:
             return self._by_type[etype]
         except KeyError:
             pass
-        if self.drop_re is not None and self.drop_re.match(etype):
+        if self.drop is not None and self.drop(etype):
             found: tuple[CompiledRule, ...] | None = _DROPPED_BY_TYPE
         else:
-            found = tuple(r for r in self.rules if r.type_re.match(etype))
+            found = tuple(r for r in self.rules if r.type_matches(etype))
         if len(self._by_type) >= TYPE_CACHE_LIMIT:
             self._by_type.clear()
         self._by_type[etype] = found
@@ -144,9 +142,8 @@ class CompiledFilter:
 class RouteFilter:
     """Drop or redirect routed events as configured in ``[plugins.route-filter]``.
 
-    Instantiated once per hub. The settings are read from the hub (``hub.plugin_config``) under
-    the name this plugin was registered with, so it also works when an application registers it
-    in code under another name.
+    Instantiated once per hub. The settings come from ``hub.plugin_config(self)``, so they are
+    found under whatever name the plugin was registered with (``[plugins.<that name>]``).
     """
 
     def __init__(self) -> None:
@@ -158,8 +155,7 @@ class RouteFilter:
         return RouteFilterSettings
 
     def compiled(self, hub: Hub) -> CompiledFilter:
-        name = hub.pm.get_name(self) or DEFAULT_NAME
-        settings = hub.plugin_config(name)
+        settings = hub.plugin_config(self)
         if not isinstance(settings, RouteFilterSettings):
             settings = RouteFilterSettings()
         compiled = self._compiled

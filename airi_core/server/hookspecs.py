@@ -7,17 +7,28 @@ A plugin is a module or a class (instantiated once per hub) whose functions carr
     [project.entry-points."airi.plugins"]
     drop-typing = "my_package.plugin:DropTyping"
 
-Every hook receives the :class:`~airi_core.server.kernel.Hub` as ``hub``; only declare the arguments you use
-(pluggy passes arguments by name). Hooks marked *may be async* can be ``async def``: the core
-awaits them (with ``[plugins] hook_timeout_ms`` as the limit). ``airi_route`` and
-``airi_config_model`` must be plain functions: routing is the per-message hot path.
+Every hook receives the :class:`~airi_core.Hub` as ``hub`` (its docstring lists what a plugin
+may use); only declare the arguments you use (pluggy passes arguments by name). Hooks marked
+*may be async* can be ``async def``: the kernel awaits them (with ``[plugins] hook_timeout_ms``
+as the limit). ``airi_route``, ``airi_peer_health_changed`` and ``airi_config_model`` must be
+plain functions (they run on the hot path or outside the event loop's flow).
 
-Result rules: a *first-result* hook is asked plugin by plugin (in pluggy order, ``tryfirst`` /
-``trylast`` honoured; route hooks in the ``[plugins] order`` of ``airi.toml``) until one returns a
-value other than ``None``. Other hooks call every implementation and ignore return values.
+Result rules: a *first-result* hook is asked plugin by plugin (in pluggy order: ``tryfirst`` /
+``trylast``, then later registration first; route hooks reordered by ``[plugins] order``) until
+one returns a value other than ``None`` (an async implementation is awaited first, so an
+``async def`` returning None falls through). Other hooks call every implementation and ignore
+return values. pluggy's wrappers work on every hook: ``@hookimpl(wrapper=True)`` (a generator
+that yields once, receives the result or the exception and returns the result) and old-style
+``@hookimpl(hookwrapper=True)`` wrap all plain implementations, whatever ``[plugins] order``
+says. ``hub.plugins.register(obj, name)`` / ``unregister(name)`` at run time take effect at once.
 
-If an implementation raises, the core logs the plugin and hook by name, the peer whose frame was
-being handled gets an ``error`` event, and the hub carries on.
+A plugin may also declare, as attributes of its class or module: ``airi_essential = True`` (it
+cannot be disabled) and ``airi_config_section = "name"`` (its settings live in ``[name]`` of
+``airi.toml`` instead of ``[plugins.<plugin name>]``).
+
+If an implementation raises, the kernel logs the plugin and hook by name, the peer whose frame was
+being handled gets an ``error`` event (``plugin '<name>' failed in <hook>``), and the hub carries
+on.
 """
 
 from __future__ import annotations
@@ -46,10 +57,12 @@ def airi_config_model() -> type[BaseModel] | None:  # type: ignore[empty-body]
     """Declare the pydantic model that validates this plugin's ``[plugins.<name>]`` table.
 
     Called once per plugin at load time, before the server binds; the core asks each plugin's
-    own implementation, so the first result rule never mixes two plugins' models. Return a model class (use
-    ``model_config = ConfigDict(extra="forbid")`` to reject unknown keys) or ``None`` for a plugin
-    without settings. The validated instance is then available as ``hub.plugin_config(name)``;
-    an invalid table stops ``airi serve`` with exit status 2 and the key path.
+    own implementation, so the first result rule never mixes two plugins' models. Return a model
+    class (use ``model_config = ConfigDict(extra="forbid")`` to reject unknown keys) or ``None``
+    for a plugin without settings. The table is ``[plugins.<name>]``, or the plugin's own
+    ``airi_config_section``. The validated instance is then available as
+    ``hub.plugin_config(self)`` (or by name); an invalid table stops ``airi serve`` with exit
+    status 2 and the key path.
 
     Example::
 
@@ -196,14 +209,19 @@ def airi_route(hub: Hub, ctx: RouteContext) -> RouteDecision | None:
     Called for every event that no ``airi_event`` implementation claimed, once its sender is
     known to be authenticated.
 
-    Route plugins are consulted in the ``[plugins] order`` of ``airi.toml`` (then the rest in
-    their default order: ``bypass``, ``policy``, ``destinations``, third-party plugins,
-    ``consumers``). Each may narrow the candidates with ``ctx.add_filter(predicate)`` and return
-    ``None`` to go on, or end the chain with :class:`~airi_core.Drop` (nobody; optionally an error
-    to the sender), :class:`~airi_core.Targets` (exactly these peers) or
-    :data:`~airi_core.BROADCAST` (every candidate). No decision at all means broadcast. In every
-    case the core delivers only to authenticated peers other than the sender that pass every
-    filter added, then forwards the sender's frame without re-encoding it.
+    Route plugins are consulted in pluggy's order, which the plugins declare (the built-ins:
+    ``destinations`` and ``bypass`` are ``tryfirst``, ``consumers`` is ``trylast``, third-party
+    plugins in between), unless ``[plugins] order`` of ``airi.toml`` names some first. Each may
+    narrow the candidates with ``ctx.add_filter(predicate)`` / ``ctx.narrow(peers)`` and return
+    ``None`` to go on, or end the chain with :class:`~airi_core.Drop` (nobody; optionally an
+    error to the sender), :class:`~airi_core.Targets` (these peers) or
+    :data:`~airi_core.BROADCAST` (every candidate). No decision at all means broadcast. Whatever
+    the decision, the kernel delivers only to authenticated peers other than the sender that
+    pass every filter added (only ``ctx.bypass``, the devtools bypass, skips the filters), then
+    forwards the sender's frame without re-encoding it.
+
+    A ``wrapper=True`` implementation wraps the whole chain in any order: the built-in
+    ``policy`` adds its filter that way, so a redirect can never reach a peer it denies.
 
     Keep this cheap: it runs for every routed message.
 

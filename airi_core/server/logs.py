@@ -67,7 +67,7 @@ class PrettyHandler(logging.Handler):
         colors = Console(file=stream).color_system
 
         def paint(text: str, style: str) -> str:
-            return Style.parse(style).render(text, color_system=colors) if colors else text
+            return Style.parse(style).render(text, color_system=colors) if colors else text  # type: ignore[arg-type]
 
         self._paint = paint
         self._levels = {lvl: paint(f"{_NAMES[lvl]:<5}", style) for lvl, style in self._STYLES.items()}

@@ -117,6 +117,10 @@ class PluginSet:
             info.enabled = False
 
 
+def _given(obj: Any) -> Callable[[], Any]:
+    return lambda: obj
+
+
 def _instantiate(obj: Any) -> Any:
     return obj() if inspect.isclass(obj) else obj
 
@@ -174,7 +178,7 @@ def discover_plugins(
         if name in extra_names:
             raise ConfigError(f"plugin name '{name}' is used twice")
         extra_names.add(name)
-        candidates[name] = (PluginInfo(name, "(registered in code)", value=repr(obj)), lambda obj=obj: obj)
+        candidates[name] = (PluginInfo(name, "(registered in code)", value=repr(obj)), _given(obj))
 
     # what each candidate declares (importing it, but instantiating nothing yet)
     loaded: dict[str, Any] = {}
@@ -194,8 +198,7 @@ def discover_plugins(
             if n not in known:
                 problems.append(f"{origin}: plugins.{key}: no installed plugin is named '{n}' (installed: {', '.join(sorted(known))})")
     for n in pcfg.disable:
-        info = candidates[n][0] if n in candidates else None
-        if info is not None and info.essential:
+        if n in candidates and candidates[n][0].essential:
             problems.append(f"{origin}: plugins.disable: '{n}' is essential and cannot be disabled")
     for n in pcfg.sections():
         if n not in known:

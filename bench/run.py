@@ -1,7 +1,7 @@
 """The AIRI hub benchmark: one command.
 
     python bench/run.py [--quick | --smoke] [--out bench/results/latest.json]
-                        [--scenarios fanout,targeted,policy,storm,slow] [--reps N]
+                        [--scenarios fanout,targeted,policy,storm,slow] [--reps N] [--baseline DIR]
 
 For every session (a server configuration plus the cases run on one set of connections) and every
 repetition it starts the server fresh as a subprocess on 127.0.0.1 and a free port, the hub
@@ -10,6 +10,12 @@ repetition it starts the server fresh as a subprocess on 127.0.0.1 and a free po
 ``listening on``, drives it with ``bench/loadgen.py`` in a separate process, collects the JSON
 lines, and stops the server by PID. Then it prints tables of medians (with the ratio of the hub
 to the floor) and writes everything, every repetition included, to a JSON file.
+
+With ``--baseline DIR`` (another checkout of this repository, e.g. an older commit) a third
+implementation, ``base``, runs alongside: the hub started exactly like ``hub`` but with
+``PYTHONPATH=DIR:DIR/plugins``, so that ``airi_core`` and ``airi_plugins`` come from DIR (checked
+before the first run). Order: hub, base, floor, hub, base, floor, ...; the tables and the JSON then
+add ``hub / base`` ratios (``vs_base``).
 
 See bench/README.md for what each scenario measures.
 """
@@ -33,6 +39,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 IMPLS = ("hub", "floor")
+#: with ``--baseline``: the hub of another checkout runs between the hub and the floor
+IMPLS_BASELINE = ("hub", "base", "floor")
+#: every implementation in the order the tables show them
+ALL_IMPLS = ("hub", "base", "floor")
 TOKEN = "bench-token"
 SCENARIOS = ("fanout", "targeted", "policy", "storm", "slow")
 #: environment variables the hub reads that would override the generated config
@@ -97,9 +107,10 @@ def size_label(size: int) -> str:
     return f"{size // 1024}KiB" if size >= 1024 and size % 1024 == 0 else f"{size}B"
 
 
-def sessions(prof: dict[str, Any], scenarios: set[str]) -> list[dict[str, Any]]:
+def sessions(prof: dict[str, Any], scenarios: set[str], impls: tuple[str, ...] = IMPLS) -> list[dict[str, Any]]:
     """The sessions of a run, in order. Fixed-rate sessions come after the saturation ones: their
-    offered rate is derived from the saturation medians (see ``resolve_rates``)."""
+    offered rate is derived from the saturation medians (see ``resolve_rates``). ``impls`` are the
+    implementations of every session (the storm runs the floor at the largest N only)."""
     d, w = prof["duration"], prof["warmup"]
     many, few = prof["receivers_many"], prof["receivers_few"]
     out: list[dict[str, Any]] = []
@@ -139,7 +150,7 @@ def sessions(prof: dict[str, Any], scenarios: set[str]) -> list[dict[str, Any]]:
             out.append({
                 "name": f"storm-{n}",
                 # the floor sends no registry traffic: one N is enough to show its time and RSS
-                "impls": IMPLS if n == max(prof["storm_ns"]) else ("hub",),
+                "impls": impls if n == max(prof["storm_ns"]) else tuple(i for i in impls if i != "floor"),
                 "toml": BASE_TOML + TOKEN_TOML,
                 "plan": {"session": "storm", "clients": n, "token": TOKEN, "concurrency": 100, "timeout": prof["storm_timeout"],
                          "settle_limit": max(3.0, prof["storm_timeout"] / 2)},
@@ -154,6 +165,7 @@ def sessions(prof: dict[str, Any], scenarios: set[str]) -> list[dict[str, Any]]:
             "cases": ["slow-consumer"],
         })
     for s in out:
+        s.setdefault("impls", impls)
         s["plan"].update(session_timeout=prof["session_timeout"], quiet=prof["quiet"], settle_quiet=prof["settle_quiet"])
     return out
 
@@ -194,14 +206,104 @@ class Procs:
             self.stop(p, grace=1.0)
 
 
-def start_server(procs: Procs, impl: str, toml: str, workdir: Path, tag: str) -> tuple[subprocess.Popen[Any], str, Path]:
+# -- the baseline (--baseline DIR) --------------------------------------------------------------
+#: prints where ``airi_core``, ``airi_plugins`` and the hub's built-in plugins (entry points of the
+#: installed ``airi-hub`` distribution, resolved by module name) are imported from
+IMPORT_CHECK = """
+import json, sys
+out = {"sys_path_head": sys.path[:4]}
+for name in ("airi_core", "airi_plugins"):
+    try:
+        out[name] = __import__(name).__file__
+    except Exception as exc:
+        out[name] = None
+        out[name + "_error"] = repr(exc)
+eps = {}
+try:
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="airi.plugins"):
+        if ep.dist is not None and ep.dist.name == "airi-hub":
+            try:
+                obj = ep.load()
+                eps[ep.name] = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), "__file__", None)
+            except Exception as exc:
+                eps[ep.name] = "error: " + repr(exc)
+except Exception as exc:
+    out["entry_points_error"] = repr(exc)
+out["entry_points"] = eps
+print(json.dumps(out))
+"""
+#: fallback launcher for the baseline, used only when PYTHONPATH does not win over the installed
+#: tree (an import hook, say): DIR and DIR/plugins first on sys.path, then ``-m airi_core``
+SYSPATH_LAUNCH = "import runpy, sys; sys.path[:0] = {paths!r}; runpy.run_module('airi_core', run_name='__main__', alter_sys=True)"
+
+
+def hub_env() -> dict[str, str]:
+    """The hub's environment: ours minus the variables the hub reads (they would override the config)."""
+    return {k: v for k, v in os.environ.items() if k not in HUB_ENV}
+
+
+def under(path: str | None, root: Path) -> bool:
+    if not path or path.startswith("error:"):
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(root)
+    except OSError:
+        return False
+
+
+def import_check(env: dict[str, str], workdir: Path, syspath: list[str] | None = None) -> dict[str, Any]:
+    """Runs ``IMPORT_CHECK`` with the interpreter, environment and working directory a server gets
+    (with ``syspath`` first on sys.path, as ``SYSPATH_LAUNCH`` puts it, when given)."""
+    code = (f"import sys; sys.path[:0] = {syspath!r}\n" if syspath else "") + IMPORT_CHECK
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(workdir), capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        return {"error": (r.stderr or r.stdout)[-2000:]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def setup_baseline(base_dir: Path, workdir: Path) -> dict[str, Any]:
+    """How to start the baseline hub so that ``airi_core`` and ``airi_plugins`` come from
+    ``base_dir``, checked with the same interpreter, environment and working directory the server
+    gets: ``PYTHONPATH=DIR:DIR/plugins`` (it precedes the paths an editable install adds through
+    a .pth file), or, should the check fail, a ``-c`` launcher that puts DIR first on sys.path and
+    runs ``airi_core`` as ``-m`` would. Raises RuntimeError when neither imports from DIR."""
+    root = base_dir.resolve()
+    paths = [str(root), str(root / "plugins")]
+    env = hub_env()
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    attempts = []
+    for method, cmd, syspath in (
+        ("PYTHONPATH", [sys.executable, "-m", "airi_core"], None),
+        ("sys.path", [sys.executable, "-c", SYSPATH_LAUNCH.format(paths=paths)], paths),
+    ):
+        got = import_check(env, workdir, syspath)
+        attempts.append({"method": method, **got})
+        eps = got.get("entry_points") or {}
+        if (under(got.get("airi_core"), root) and under(got.get("airi_plugins"), root)
+                and bool(eps) and all(under(f, root) for f in eps.values())):
+            return {"dir": str(root), "method": method, "cmd": cmd, "env": env, "airi_core": got["airi_core"],
+                    "airi_plugins": got["airi_plugins"], "entry_points": eps, "commit": git_commit(root),
+                    "subject": git_subject(root), "dirty": git_dirty(root)}
+    raise RuntimeError(f"cannot make the hub import airi_core and airi_plugins from {root}:\n{json.dumps(attempts, indent=1)}")
+
+
+def start_server(procs: Procs, impl: str, toml: str, workdir: Path, tag: str,
+                 baseline: dict[str, Any] | None = None) -> tuple[subprocess.Popen[Any], str, Path]:
     port = free_port()
     log = workdir / f"{tag}.log"
-    if impl == "hub":
+    if impl in ("hub", "base"):
         cfg = workdir / f"{tag}.toml"
         cfg.write_text(toml)
-        cmd = [sys.executable, "-m", "airi_core", "serve", "--config", str(cfg), "--port", str(port)]
-        env = {k: v for k, v in os.environ.items() if k not in HUB_ENV}
+        args = ["serve", "--config", str(cfg), "--port", str(port)]
+        if impl == "base":
+            if baseline is None:
+                raise RuntimeError("impl 'base' needs --baseline")
+            cmd = [*baseline["cmd"], *args]
+            env = dict(baseline["env"])
+        else:
+            cmd = [sys.executable, "-m", "airi_core", *args]
+            env = hub_env()
     else:
         cmd = [sys.executable, str(HERE / "floor.py"), "--port", str(port)]
         env = dict(os.environ)
@@ -288,23 +390,46 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if family == "slow":
                 m["slow_dropped"] = [r.get("slow_dropped") for r in rs]
             entry["impls"][impl] = m
-        hub, floor = entry["impls"].get("hub"), entry["impls"].get("floor")
+        hub, base, floor = entry["impls"].get("hub"), entry["impls"].get("base"), entry["impls"].get("floor")
         if hub and floor:
-            if family == "throughput":
-                entry["vs_floor"] = {
-                    "delivered": ratio(hub["delivered_per_s"], floor["delivered_per_s"]),
-                    "p50": ratio(hub["p50_ms"], floor["p50_ms"]),
-                    "p99": ratio(hub["p99_ms"], floor["p99_ms"]),
-                }
-            elif family == "storm":
-                entry["vs_floor"] = {
-                    "t_routable": ratio(hub["t_routable_s"], floor["t_routable_s"]),
-                    "rss_per_conn": ratio(hub["rss_per_conn_kib"], floor["rss_per_conn_kib"]),
-                }
-            else:
-                entry["vs_floor"] = {"ratio": ratio(hub["ratio"], floor["ratio"])}
+            entry["vs_floor"] = vs_floor(family, hub, floor)
+        if base and floor:
+            entry["base_vs_floor"] = vs_floor(family, base, floor)
+        if hub and base:
+            entry["vs_base"] = vs_base(family, hub, base)
         summary[case] = entry
     return summary
+
+
+def vs_floor(family: str, m: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
+    """An implementation's medians over the floor's."""
+    if family == "throughput":
+        return {
+            "delivered": ratio(m["delivered_per_s"], floor["delivered_per_s"]),
+            "p50": ratio(m["p50_ms"], floor["p50_ms"]),
+            "p99": ratio(m["p99_ms"], floor["p99_ms"]),
+        }
+    if family == "storm":
+        return {
+            "t_routable": ratio(m["t_routable_s"], floor["t_routable_s"]),
+            "rss_per_conn": ratio(m["rss_per_conn_kib"], floor["rss_per_conn_kib"]),
+        }
+    return {"ratio": ratio(m["ratio"], floor["ratio"])}
+
+
+#: the ``vs_base`` ratios (hub / base, i.e. after / before): key -> (summary key, higher is better)
+VS_BASE_KEYS = {
+    "throughput": {"delivered": ("delivered_per_s", True), "p50": ("p50_ms", False), "p99": ("p99_ms", False),
+                   "rss": ("server_rss_kib", False)},
+    "storm": {"t_routable": ("t_routable_s", False), "ctl_bytes_per_client": ("ctl_bytes_per_client", False),
+              "rss_per_conn": ("rss_per_conn_kib", False), "server_cpu_s": ("server_cpu_s_to_routable", False)},
+    "slow": {"ratio": ("ratio", True), "ratio_after": ("ratio_after", True), "rss_max": ("server_rss_max_kib", False)},
+}
+
+
+def vs_base(family: str, hub: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
+    """The hub's medians over the baseline's (after / before)."""
+    return {k: ratio(hub.get(src), base.get(src)) for k, (src, _) in VS_BASE_KEYS[family].items()}
 
 
 def loadgen_check(summary: dict[str, Any]) -> dict[str, Any]:
@@ -398,23 +523,25 @@ def print_tables(result: dict[str, Any]) -> None:
 
     console = Console(width=max(172, Console().width), highlight=False)
     summary = result["summary"]
-    t = Table(title="Relay throughput and latency (medians; x floor = hub / floor)", title_justify="left")
+    has_base = any("base" in e["impls"] for e in summary.values())
+    title = "Relay throughput and latency (medians; x floor = " + ("impl" if has_base else "hub") + " / floor)"
+    t = Table(title=title, title_justify="left")
     for col in ("scenario", "impl", "msgs/s", "x floor", "min..max", "p50 ms", "p99 ms", "p99 x floor", "RSS MiB", "srv CPU%", "lg CPU%",
                 "other CPU%"):
         t.add_column(col, justify="left" if col in ("scenario", "impl") else "right", no_wrap=col == "scenario")
     for case, e in summary.items():
         if e["family"] != "throughput":
             continue
-        vs = e.get("vs_floor") or {}
-        for impl in IMPLS:
+        first_impl = next(i for i in ALL_IMPLS if i in e["impls"])
+        for impl in ALL_IMPLS:
             m = e["impls"].get(impl)
             if not m:
                 continue
-            hub = impl == "hub"
+            vs = e.get({"hub": "vs_floor", "base": "base_vs_floor"}.get(impl, ""))
             t.add_row(
-                case if hub or "hub" not in e["impls"] else "", impl, fmt(m["delivered_per_s"]),
-                fmt(vs.get("delivered"), 2) if hub else "", f"{fmt(m['delivered_per_s_min'])}..{fmt(m['delivered_per_s_max'])}",
-                fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(vs.get("p99"), 2) if hub else "",
+                case if impl == first_impl else "", impl, fmt(m["delivered_per_s"]),
+                fmt(vs.get("delivered"), 2) if vs else "", f"{fmt(m['delivered_per_s_min'])}..{fmt(m['delivered_per_s_max'])}",
+                fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(vs.get("p99"), 2) if vs else "",
                 fmt((m["server_rss_kib"] or 0) / 1024, 1), fmt(m["server_cpu_pct"], 0), fmt(m["loadgen_cpu_pct"], 0),
                 fmt(m["other_cpu_pct"], 0),
             )
@@ -427,7 +554,7 @@ def print_tables(result: dict[str, Any]) -> None:
     for case, e in summary.items():
         if e["family"] != "storm":
             continue
-        for impl in IMPLS:
+        for impl in ALL_IMPLS:
             m = e["impls"].get(impl)
             if m:
                 def tm(key: str) -> str:
@@ -444,7 +571,7 @@ def print_tables(result: dict[str, Any]) -> None:
         for col in ("impl", "rate without", "rate with", "with/without", "phase s", "stall s", "after/without", "dropped after s",
                     "RSS start MiB", "RSS max MiB", "RSS end MiB"):
             t.add_column(col, justify="right")
-        for impl in IMPLS:
+        for impl in ALL_IMPLS:
             m = e["impls"].get(impl)
             if m:
                 t.add_row(impl, fmt(m["rate_without"]), fmt(m["rate_with"]), fmt(m["ratio"], 3), fmt(m["phase_s"], 1), fmt(m["stall_s"], 2),
@@ -466,8 +593,49 @@ def print_tables(result: dict[str, Any]) -> None:
         f"{fmt(lc['min_server_cpu_pct'], 0)}% in saturation cases; floor at least as fast as the hub in "
         f"{len(lc['cases_where_floor_is_at_least_as_fast'])} of {lc['saturation_cases']} saturation cases."
     )
+    if has_base:
+        print_vs_base(console, result)
     console.print(f"load average before/after: {result['meta']['loadavg_before']} / {result['meta']['loadavg_after']}; "
                   f"wall time {result['meta']['wall_s']:.0f} s; JSON: {result['meta']['out']}")
+
+
+def print_vs_base(console: Any, result: dict[str, Any]) -> None:
+    """The before/after table: one row per case, hub / base of the medians (green: hub better by
+    more than 5 %, red: worse by more than 5 %)."""
+    from rich.table import Table
+
+    b = result["meta"].get("baseline") or {}
+    where = f"{b.get('dir', '?')} @ {b.get('commit') or '?'}{' (dirty)' if b.get('dirty') else ''}"
+    here = f"{result['meta'].get('commit') or '?'}{' (dirty)' if b.get('hub_dirty') else ''}"
+    t = Table(title=f"hub vs base (after / before = hub {here} / base {where}; medians)", title_justify="left",
+              caption="msgs/s, with/without, after/without: > 1 is better; latency, RSS, time, bytes, CPU: < 1 is better",
+              caption_justify="left")
+    cols = [  # (header, family, vs_base key)
+        ("msgs/s", "throughput", "delivered"), ("p50", "throughput", "p50"), ("p99", "throughput", "p99"),
+        ("RSS", "throughput", "rss"), ("routable s", "storm", "t_routable"), ("ctl B/client", "storm", "ctl_bytes_per_client"),
+        ("RSS/conn", "storm", "rss_per_conn"), ("srv CPU s", "storm", "server_cpu_s"), ("with/without", "slow", "ratio"),
+        ("after/without", "slow", "ratio_after"), ("RSS max", "slow", "rss_max"),
+    ]
+    t.add_column("case", no_wrap=True)
+    for header, _, _ in cols:
+        t.add_column(header, justify="right")
+    for case, e in result["summary"].items():
+        vs = e.get("vs_base")
+        if not vs:
+            continue
+        cells = []
+        for _, family, key in cols:
+            v = vs.get(key) if family == e["family"] else None
+            if v is None:
+                cells.append("-" if family == e["family"] else "")
+                continue
+            higher_better = VS_BASE_KEYS[family][key][1]
+            better = v > 1.05 if higher_better else v < 1 / 1.05
+            worse = v < 1 / 1.05 if higher_better else v > 1.05
+            cells.append(f"[green]{v:.2f}[/]" if better else f"[red]{v:.2f}[/]" if worse else f"{v:.2f}")
+        t.add_row(case, *cells)
+    if t.row_count:
+        console.print(t)
 
 
 def loadavg() -> str:
@@ -477,17 +645,32 @@ def loadavg() -> str:
         return "?"
 
 
-def git_commit() -> str | None:
+def git_out(root: Path, *args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.strip() or None
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() if r.returncode == 0 else None
     except Exception:
         return None
 
 
+def git_commit(root: Path = ROOT) -> str | None:
+    return git_out(root, "rev-parse", "--short", "HEAD") or None
+
+
+def git_subject(root: Path) -> str | None:
+    return git_out(root, "log", "-1", "--format=%s") or None
+
+
+def git_dirty(root: Path) -> bool | None:
+    """Whether the checkout has changes to tracked files (untracked files are not counted)."""
+    out = git_out(root, "status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out)
+
+
 def resolve_rates(plan: dict[str, Any], runs: list[dict[str, Any]], fraction: float, fixed: float | None) -> None:
-    """Fixed-rate cases offer ``fraction`` of the lower of the hub's and the floor's median
-    saturation rate of the matching case (or ``--rate`` when given), so both servers get the
-    same offered load and neither is saturated."""
+    """Fixed-rate cases offer ``fraction`` of the lowest of the implementations' (hub, floor and,
+    with ``--baseline``, base) median saturation rate of the matching case (or ``--rate`` when
+    given), so every server gets the same offered load and none is saturated."""
     for case in plan.get("cases", []):
         src = case.pop("rate_from", None)
         if case.get("mode") != "rate" or case.get("rate"):
@@ -495,7 +678,7 @@ def resolve_rates(plan: dict[str, Any], runs: list[dict[str, Any]], fraction: fl
         if fixed:
             case["rate"] = fixed
             continue
-        meds = [med([r["events_per_s"] for r in runs if r["case"] == src and r["impl"] == impl]) for impl in IMPLS]
+        meds = [med([r["events_per_s"] for r in runs if r["case"] == src and r["impl"] == impl]) for impl in ALL_IMPLS]
         meds = [m for m in meds if m]
         case["rate"] = round(fraction * min(meds), 1) if meds else 200.0
 
@@ -516,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="let the hub load every installed plugin (default: only its built-in ones)")
     ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
                     help="the hub's [server] event_loop (uvloop must be installed)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout of this repository (e.g. an older commit): its hub runs too, as 'base' "
+                         "(hub, base, floor, ...), with hub / base ratios")
     args = ap.parse_args(argv)
 
     prof_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -530,6 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if prof["reps"] < 1:
         ap.error("--reps must be >= 1")
+    base_dir = Path(args.baseline).expanduser().resolve() if args.baseline else None
+    if base_dir is not None and not ((base_dir / "airi_core" / "__main__.py").is_file() and (base_dir / "plugins" / "airi_plugins").is_dir()):
+        ap.error(f"--baseline {args.baseline}: not a checkout of this repository (no airi_core/__main__.py and plugins/airi_plugins)")
 
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -554,7 +743,22 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    plan_sessions = sessions(prof, chosen)
+    baseline = None
+    if base_dir is not None:
+        try:
+            baseline = setup_baseline(base_dir, workdir)
+        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+            print(f"[bench] --baseline: {exc}", file=sys.stderr)
+            for f in workdir.iterdir():
+                f.unlink()
+            workdir.rmdir()
+            return 2
+        meta["baseline"] = {k: v for k, v in baseline.items() if k not in ("env", "cmd")}
+        meta["baseline"]["pythonpath"] = baseline["env"].get("PYTHONPATH")
+        meta["baseline"]["hub_dirty"] = git_dirty(ROOT)  # the hub runs this working tree, changes included
+        print(f"[bench] base: {baseline['dir']} @ {baseline['commit']} ({baseline['method']}); airi_core from {baseline['airi_core']}",
+              file=sys.stderr, flush=True)
+    plan_sessions = sessions(prof, chosen, IMPLS_BASELINE if baseline else IMPLS)
     plugins = None if args.all_plugins else builtin_plugins()
     meta["hub_plugins"] = plugins or "all installed"
     meta["hub_event_loop"] = args.event_loop
@@ -565,14 +769,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for sess in plan_sessions:
             for rep in range(prof["reps"]):
-                for impl in sess.get("impls", IMPLS):  # interleaved: hub, floor, hub, floor, ...
+                for impl in sess["impls"]:  # interleaved: hub, floor, hub, floor, ... (hub, base, floor, ... with --baseline)
                     tag = f"{sess['name']}-{impl}-{rep}"
                     plan = json.loads(json.dumps(sess["plan"]))
                     resolve_rates(plan, runs, args.rate_fraction, args.rate)
                     t0 = time.monotonic()
                     server = None
                     try:
-                        server, url, _ = start_server(procs, impl, sess["toml"], workdir, tag)
+                        server, url, _ = start_server(procs, impl, sess["toml"], workdir, tag, baseline)
                         lines = run_loadgen(procs, url, server.pid, plan, workdir, tag)
                     except RuntimeError as exc:
                         failures.append(f"{tag}: {exc}")

@@ -1,8 +1,9 @@
 """Helpers shared by the end-to-end protocol tests (tests/test_protocol_*.py).
 
-They sit on top of :mod:`airi_core.testing` (``HubClient``) and add what the protocol tests
-need over and over: identities, server-metadata assertions, "who received this probe" with a
-deterministic fence, keep-alive tasks for liveness tests and bounded waits for a socket close.
+They sit on top of :mod:`airi_core.testing` (``HubClient``, whose ``fence()``, ``wait_closed()``,
+``of_type()`` and ``error_messages()`` they use) and add what the protocol tests need over and
+over: identities, server-metadata assertions, "who received this probe" with a deterministic
+fence and keep-alive tasks for liveness tests.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 from dataclasses import dataclass
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
-
-import pytest
 
 from airi_core import __version__ as HUB_VERSION
 from airi_core.testing import HubClient
@@ -112,10 +111,6 @@ def assert_server_event(ev: dict[str, Any], hub: Any, parent: Any = _UNSET) -> N
             assert evmd.get("parentId") == parent, f"expected parentId {parent!r} on {ev}"
 
 
-def errors_of(client: HubClient, start: int = 0) -> list[str]:
-    return [e["data"]["message"] for e in client.received[start:] if e.get("type") == "error"]
-
-
 async def expect_error(
     client: HubClient, message: str, *, start: int, parent: Any = _UNSET, timeout: float = 3.0
 ) -> dict[str, Any]:
@@ -136,18 +131,10 @@ async def send_frame_expect_error(client: HubClient, frame: str | bytes, timeout
 
 
 async def assert_alive(client: HubClient, timeout: float = 3.0) -> None:
-    """The socket is open and the hub still answers this peer (a heartbeat round trip)."""
-    reply = await client.request(
-        "transport:connection:heartbeat", {"kind": "ping", "message": "\U0001fa75"}, timeout=timeout
-    )
-    assert reply["type"] == "transport:connection:heartbeat" and reply["data"]["kind"] == "pong"
+    """The socket is open and the hub still answers this peer (:meth:`HubClient.fence`, a
+    heartbeat round trip whose pong is not recorded in ``received``)."""
+    await client.fence(timeout)
     assert client.close_code is None
-
-
-async def wait_closed(client: HubClient, timeout: float = 3.0) -> int | None:
-    """Wait (bounded) until the hub closed ``client``'s socket; returns the close code."""
-    await asyncio.wait_for(client.ws.wait_closed(), timeout)
-    return client.close_code
 
 
 def got_probe(client: HubClient, probe: str, start: int = 0) -> list[dict[str, Any]]:
@@ -162,18 +149,16 @@ async def probe(
     clients: Iterable[HubClient],
     probes: Sequence[dict[str, Any]],
     *,
-    fence: bool = True,
-    settle: float = 0.25,
     type: str = "test:probe",
 ) -> list[set[str]]:
     """Send one event per entry of ``probes`` (keys: ``route``, ``data``, ``type``, ``metadata``,
     ``wrap``) and return, for each, the names of ``clients`` that received it.
 
-    With ``fence=True`` (default) the result is exact without sleeping: the sender does a
-    heartbeat round trip after its probes (so the hub has handled them and written them to every
-    receiver's socket), then each client does one (its pong is written after any probe to it, on
-    the same connection). Only works when the hub handles every frame of a peer in order and
-    writes without awaiting, as PROTOCOL.md requires. ``fence=False`` waits ``settle`` seconds.
+    The result is exact without sleeping: the sender does a heartbeat round trip after its
+    probes (so the hub has handled them and written them to every receiver's socket), then each
+    client does one (its pong is written after any probe to it, on the same connection); see
+    :meth:`HubClient.fence`. Only works when the hub handles every frame of a peer in order and
+    writes without awaiting, as PROTOCOL.md requires.
     """
     clients = list(clients)
     starts = {c.name: c.mark() for c in clients}
@@ -188,12 +173,9 @@ async def probe(
         if "metadata" in p:
             kw["metadata"] = p["metadata"]
         await sender.send(p.get("type", type), data, wrap=p.get("wrap", False), **kw)
-    if fence:
-        await assert_alive(sender)
-        for c in clients:
-            await assert_alive(c)
-    else:
-        await asyncio.sleep(settle)
+    await sender.fence()
+    for c in clients:
+        await c.fence()
     return [{c.name for c in clients if got_probe(c, pid, starts[c.name])} for pid in ids]
 
 
@@ -241,15 +223,15 @@ async def consumer_register(client: HubClient, event: str, **data: Any) -> None:
     it: replies to one peer come in frame order)."""
     start = client.mark()
     await client.send("module:consumer:register", {"event": event, **data})
-    await assert_alive(client)
-    assert not errors_of(client, start), errors_of(client, start)
+    await client.fence()
+    assert not client.error_messages(start), client.error_messages(start)
 
 
 async def consumer_unregister(client: HubClient, event: str, **data: Any) -> None:
     start = client.mark()
     await client.send("module:consumer:unregister", {"event": event, **data})
-    await assert_alive(client)
-    assert not errors_of(client, start), errors_of(client, start)
+    await client.fence()
+    assert not client.error_messages(start), client.error_messages(start)
 
 
 def frame_limit_settings(max_frame_bytes: int, **extra: Any) -> dict[str, Any]:
@@ -262,32 +244,6 @@ def frame_limit_settings(max_frame_bytes: int, **extra: Any) -> dict[str, Any]:
     for key, value in extra.items():
         settings.setdefault(key, {}).update(value)
     return settings
-
-
-async def ready(*clients: HubClient) -> None:
-    """Wait until each (authenticated) client got its first registry sync, so a later
-    :meth:`HubClient.mark` does not include connect-time events."""
-    for c in clients:
-        await c.wait_for("registry:modules:sync", start=0)
-
-
-@pytest.fixture
-async def airi_connect(airi_connect: Any) -> Any:
-    """The ``airi`` plugin's ``airi_connect``, plus: an authenticated client (no token configured,
-    or ``token=`` given) is returned only once its connect-time registry sync has arrived, so a
-    following :meth:`HubClient.mark` never counts connect-time events.
-
-    Test modules import this fixture to override the plugin's one of the same name.
-    """
-
-    async def make(hub: Any, name: str = "client", **kw: Any) -> HubClient:
-        client = await airi_connect(hub, name, **kw)
-        secret = hub.settings.auth.secret if hasattr(hub, "settings") else ""
-        if not secret or kw.get("token") == secret:
-            await ready(client)
-        return client
-
-    return make
 
 
 # -- a small population of announced modules used by the routing tests ------------------------------

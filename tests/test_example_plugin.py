@@ -18,14 +18,13 @@ import importlib.metadata as md
 import json
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airi_core.testing import HubClient, connect_client
+from airi_core.testing import HubClient, connect_client, wait_until
 
 try:
     from ._hubproc import HubProcess, free_port, hub_env, port_accepts, run_cli, terminate, write_config
@@ -272,9 +271,8 @@ async def test_print_events_prints_what_is_routed_to_it(tmp_path: Path) -> None:
                 )
                 await watcher.send("input:typing", {})  # dropped by the plugin: never printed
                 await watcher.send("telemetry:fps", {"fps": 42})  # redirected to print-events
-                deadline = time.monotonic() + 15
-                while proc.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                with contextlib.suppress(AssertionError):  # still running: terminated below
+                    await wait_until(lambda: proc.poll() is not None, 15, "print_events.py to exit", every=0.05)
             finally:
                 code = await asyncio.to_thread(terminate, proc, STOP_TIMEOUT)
         finally:

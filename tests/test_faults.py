@@ -23,17 +23,12 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from airi_core.testing import HubClient, connect_client, start_hub
+from airi_core.testing import HubClient, connect_client, start_hub, wait_until
 
 from ._hubproc import HubProcess, free_port
 from .hardening_helpers import (
     airi_logs_captured,
-    error_messages,
-    of_type,
-    ping_roundtrip,
     seqs,
-    wait_closed,
-    wait_until,
 )
 from .malformed_frames import JSON_PREFIX, generate, matches
 
@@ -112,7 +107,7 @@ async def _flood(hub, clients: list[HubClient]) -> None:
 
     # fences: a ping's pong comes after the replies to every earlier frame of that peer
     for c in bad:
-        await ping_roundtrip(c, timeout=10)
+        await c.fence(timeout=10)
     for receiver, sender_tag in ((b, "a"), (a, "b")):
         await receiver.wait_for(
             "test:good", lambda e, t=sender_tag: e["data"] == {"from": t, "seq": GOOD_EVENTS - 1}, timeout=10
@@ -121,18 +116,18 @@ async def _flood(hub, clients: list[HubClient]) -> None:
 
     # every good event arrived, in order, exactly once
     for receiver, sender_tag, start in ((b, "a", b0), (a, "b", a0)):
-        got = [e["data"]["seq"] for e in of_type(receiver, "test:good", start) if e["data"].get("from") == sender_tag]
+        got = [e["data"]["seq"] for e in receiver.of_type("test:good", start) if e["data"].get("from") == sender_tag]
         assert got == list(range(GOOD_EVENTS)), f"{receiver.name}: {len(got)} events, first gaps near {_first_gap(got)}"
         # nothing of the bad peers' traffic reached a good peer, and no error
         types = {e.get("type") for e in receiver.received[start:]}
         assert types <= {"test:good", "test:deep"}, types
-    assert error_messages(a) == [] and error_messages(b) == []
+    assert a.error_messages() == [] and b.error_messages() == []
 
     # every bad frame but a raw ping/pong got exactly one error, in frame order, with the right text
     figures = []
     for i, (client, plan, mark) in enumerate(zip(bad, plans, marks)):
         expected = [exp for _, exp in plan if exp is not None]
-        got_errors = error_messages(client, mark)
+        got_errors = client.error_messages(mark)
         allowed = {"error", "transport:connection:heartbeat"} | ({"test:good", "test:deep"} if i == 2 else set())
         others = [e.get("type") for e in client.received[mark:] if e.get("type") not in allowed]
         assert not others, f"bad-{i} received unexpected events: {others[:10]}"
@@ -225,7 +220,7 @@ async def test_tcp_reset_peers_are_de_announced_and_others_get_everything(caplog
             # the sender heard about it too, and never got an error
             for victim in ("victim-1", "victim-2"):
                 await sender.wait_for("module:de-announced", lambda e, v=victim: e["data"]["name"] == v, timeout=3)
-            assert error_messages(sender) == []
+            assert sender.error_messages() == []
 
             # the hub lives: the registry lists exactly the three survivors, a newcomer is served
             await wait_until(lambda: len(hub.registry) == 3, 3, "the hub to forget the reset peers")
@@ -235,7 +230,7 @@ async def test_tcp_reset_peers_are_de_announced_and_others_get_everything(caplog
             s = late.mark()
             await sender.send("test:after", {})
             await late.wait_for("test:after", start=s, timeout=3)
-            await ping_roundtrip(sender)
+            await sender.fence()
             assert hub.stats["plugin_errors"] == 0
             closed = [r.getMessage() for r in caplog.records if r.name == "airi.websocket" and r.getMessage().startswith("closed")]
             assert any("victim-1" in m and "code=1006" in m for m in closed), closed
@@ -282,13 +277,13 @@ async def test_sigterm_under_load_closes_everyone_with_1001_and_exits_0(tmp_path
                 return n
 
         pusher = asyncio.get_running_loop().create_task(push())
-        await wait_until(lambda: all(len(of_type(p, "test:load")) >= 200 for p in peers), 5, "load to reach every peer")
+        await wait_until(lambda: all(len(p.of_type("test:load")) >= 200 for p in peers), 5, "load to reach every peer")
         await asyncio.sleep(0.5)  # full load for a while
         assert not pusher.done(), "the sender stopped before SIGTERM"
 
         t0 = time.monotonic()
         hub.proc.send_signal(signal.SIGTERM)  # our own child, by its PID
-        results = await asyncio.gather(*(wait_closed(c, timeout=DRAIN_MS / 1000 + 3) for c in clients))
+        results = await asyncio.gather(*(c.wait_closed(timeout=DRAIN_MS / 1000 + 3) for c in clients))
         closed_s = time.monotonic() - t0
         for c, (code, reason) in zip(clients, results):
             assert (code, reason) == (1001, "server shutdown"), f"{c.name}: {code} {reason!r}"
@@ -299,7 +294,7 @@ async def test_sigterm_under_load_closes_everyone_with_1001_and_exits_0(tmp_path
         assert exit_s <= DRAIN_MS / 1000 + EXIT_MARGIN_S
         assert "Traceback" not in hub.stderr, hub.stderr
         assert "Traceback" not in hub.stdout, hub.stdout
-        received = [len(of_type(p, "test:load")) for p in peers]
+        received = [len(p.of_type("test:load")) for p in peers]
         # each peer got a gapless prefix of the sender's stream
         for p in peers:
             got = seqs(p, "test:load")

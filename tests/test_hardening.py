@@ -27,9 +27,6 @@ from ._hubproc import HubProcess, free_port
 from .hardening_helpers import (
     TRACE_LEVEL,
     airi_logs_captured,
-    error_messages,
-    ping_roundtrip,
-    wait_closed,
 )
 
 OPENSSL = "/usr/bin/openssl"
@@ -76,7 +73,7 @@ async def test_tls_hub_serves_wss_and_refuses_plain_ws(self_signed: tuple[Path, 
         await a.send("test:tls", {"hello": "over tls"})
         got = await b.wait_for("test:tls", start=mark, timeout=3)
         assert got["data"] == {"hello": "over tls"}
-        await ping_roundtrip(a)
+        await a.fence()
 
         # a plain ws:// client to the same port fails (bounded), and so does one that does not
         # trust the certificate
@@ -131,8 +128,8 @@ async def _auth_attempts(url: str, token: str) -> list[HubClient]:
     await c.send_raw(token)  # bare text
     await c.send("test:routed", {"token": token})  # not authenticated yet
     await c.send("module:announce", {"name": "n", "identity": {"kind": "plugin", "plugin": {"id": "p"}}, "token": token})
-    await ping_roundtrip(c)
-    assert len(error_messages(c, start)) == 7, error_messages(c, start)
+    await c.fence()
+    assert len(c.error_messages(start)) == 7, c.error_messages(start)
     assert (await c.authenticate(token))["type"] == "module:authenticated"
     await c.announce()
 
@@ -169,7 +166,7 @@ async def test_token_never_appears_in_logs_or_error_events(caplog: pytest.LogCap
     for c in clients:
         sent_back = [f for f in c.raw if token in (f if isinstance(f, str) else f.decode("utf-8", "replace"))]
         assert not sent_back, sent_back
-        assert not [m for m in error_messages(c) if token in m]
+        assert not [m for m in c.error_messages() if token in m]
 
 
 async def test_token_never_appears_in_subprocess_output_at_trace_level(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from airi_core.server.kernel import Hub
-from airi_core.testing import start_hub
+from airi_core.testing import start_hub, wait_until
 
 SDK_PACKAGE = "@proj-airi/server-sdk"
 SDK_VERSION = os.environ.get("AIRI_JS_SDK_VERSION", "0.8.4")
@@ -277,10 +277,7 @@ def _check_a_closed(hub: Hub) -> Callable[[dict[str, Any]], None]:
 
 
 async def _wait_registry_empty(hub: Hub, timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(hub.registry):
-        assert asyncio.get_running_loop().time() < deadline, f"hub still lists peers after the driver exited: {list(hub.registry)}"
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: not len(hub.registry), timeout, "the hub to forget every peer after the driver exited", every=0.02)
 
 
 def _assert_scenario(run: DriverRun, scenario: str, *, announces_per_client: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from airi_core.server.logs import LEVELS, TRACE, JsonFormatter, setup_logging
-from airi_core.testing import HubClient, connect_client
+from airi_core.testing import HubClient, connect_client, wait_until
 
 try:
     from ._hubproc import HubProcess, write_config
@@ -169,13 +169,6 @@ def test_setup_logging_is_idempotent(restore_loggers: None) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def _await_count(hub: HubProcess, needle: str, n: int, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while hub.stderr.count(needle) < n:
-        assert asyncio.get_running_loop().time() < deadline, f"fewer than {n} {needle!r} in:\n{hub.stderr}"
-        await asyncio.sleep(0.05)
-
-
 async def _session(hub: HubProcess, token: str | None = None) -> None:
     """Connect two peers, announce, route a few events, close one, then stop the hub."""
     url = await hub.await_listening()
@@ -190,7 +183,7 @@ async def _session(hub: HubProcess, token: str | None = None) -> None:
         await a.close()
         await b.wait_for("module:de-announced")
         await b.close()
-    await _await_count(hub, "closed ", 2)
+    await wait_until(lambda: hub.stderr.count("closed ") >= 2, 10, "two 'closed ' log lines", every=0.05)
     hub.send_signal(signal.SIGTERM)
     assert await hub.await_exit(10) == 0, hub.output()
 

@@ -272,8 +272,8 @@ async def test_route_plugins_follow_the_configured_order(order: list[str], expec
         if expect_delivery:
             await c.wait_for("order:test", start=start_c)
         else:
-            await c.expect_silence("order:test", start=start_c)
-        await b.expect_silence("order:test", start=start_b)
+            await c.expect_silence("order:test", after=[a], start=start_c)
+        await b.expect_silence("order:test", after=[a], start=start_b)
     finally:
         await hub.shutdown()
 

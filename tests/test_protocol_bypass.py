@@ -8,12 +8,10 @@ import pytest
 
 from airi_core import errors
 
-from .protocol_helpers import airi_connect  # noqa: F401  (fixture: waits for the connect-time sync)
 from .protocol_helpers import (
     ALL,
     build_world,
     consumer_register,
-    errors_of,
     event_id,
     expect_error,
     identity,
@@ -51,7 +49,7 @@ async def test_devtools_peer_bypass_skips_destinations(airi_hub, airi_connect, k
         ],
     )
     assert results == [ALL | {"ui"}, ALL | {"ui"}, ALL | {"ui"}, set(), {"tts"}]
-    assert errors_of(dev) == []
+    assert dev.error_messages() == []
 
 
 NOT_DEVTOOLS = {
@@ -109,7 +107,7 @@ async def test_bypass_skips_consumer_delivery(airi_hub, airi_connect):
     # required delivery with no consumer: bypass skips delivery rules, so no error either
     res = await probe_one(dev, [c1, c2, other], {"bypass": True, "delivery": {"mode": "consumer", "required": True}}, type="job:none")
     assert res == {"c1", "c2", "other"}
-    assert errors_of(dev) == []
+    assert dev.error_messages() == []
 
 
 async def test_allow_bypass_false_applies_every_rule(airi_hub_factory, airi_connect):

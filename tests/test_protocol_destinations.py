@@ -10,22 +10,17 @@ import pytest_asyncio
 
 from airi_core.testing import connect_client, start_hub
 
-from .protocol_helpers import ALL, World, build_world, errors_of, probe, probe_one, ready
+from .protocol_helpers import ALL, World, build_world, probe, probe_one
 
 # One hub and one population of modules for the whole module (the probes do not change them):
 # every test runs on the module's event loop.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-async def _connect(hub, name, **kw):
-    client = await connect_client(hub, name, **kw)
-    await ready(client)
-    return client
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world() -> AsyncIterator[World]:
     hub = await start_hub()
-    w = await build_world(hub, _connect)
+    w = await build_world(hub, connect_client)
     yield w
     for c in [w.sender, *w.clients.values()]:
         await c.close()
@@ -71,7 +66,7 @@ STRING_CASES = [
 @pytest.mark.parametrize(("dests", "expected"), STRING_CASES, ids=[repr(c[0]) for c in STRING_CASES])
 async def test_string_destinations(world, dests, expected):
     assert await world.reach({"destinations": dests}) == expected
-    assert errors_of(world.sender) == []
+    assert world.sender.error_messages() == []
 
 
 OBJECT_CASES = [
@@ -118,7 +113,7 @@ OBJECT_CASES = [
 @pytest.mark.parametrize(("expr", "expected"), OBJECT_CASES, ids=[str(i) for i in range(len(OBJECT_CASES))])
 async def test_object_destinations(world, expr, expected):
     assert await world.reach({"destinations": [expr]}) == expected
-    assert errors_of(world.sender) == []
+    assert world.sender.error_messages() == []
 
 
 async def test_mixed_string_and_object_destinations(world):
@@ -136,7 +131,7 @@ async def test_peer_id_destinations(world):
 
 
 async def test_no_destinations_means_every_authenticated_peer_but_the_sender(world):
-    plain = await _connect(world.hub, "plain")  # authenticated, never announced
+    plain = await connect_client(world.hub, "plain")  # authenticated, never announced
     try:
         res = await probe_one(world.sender, [*world.clients.values(), plain])
     finally:

@@ -11,11 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airi_core import errors
-from .protocol_helpers import airi_connect  # noqa: F401  (fixture: waits for the connect-time sync)
 from .protocol_helpers import (
     assert_alive,
     assert_server_event,
-    errors_of,
     nonce,
     parent_id,
     probe_one,
@@ -130,7 +128,7 @@ async def test_route_42_is_answered_and_the_hub_keeps_serving(airi_hub, airi_con
     for _ in range(3):
         err = await send_frame_expect_error(a, json.dumps({"type": "test:x", "data": {}, "route": 42}))
         assert err["data"]["message"] == "invalid event format"
-    await b.expect_silence("test:x", start=b_start, within=0.05)
+    await b.expect_silence("test:x", after=[a], start=b_start)
     assert await probe_one(a, [b]) == {"b"}
     assert await probe_one(b, [a]) == {"a"}
     c = await airi_connect(airi_hub, "c", announce=True)
@@ -166,7 +164,7 @@ async def test_null_optional_fields_are_absent_not_errors(airi_hub, airi_connect
     await a.send_raw(json.dumps({"type": "test:nulls", "data": {"probe": p}, "route": None, "metadata": {"event": {"id": p}, "source": None}}))
     ev = await b.wait_for("test:nulls", start=start)
     assert ev["data"]["probe"] == p
-    assert errors_of(a) == []
+    assert a.error_messages() == []
 
 
 # -- ordering and isolation ------------------------------------------------------------------------
@@ -209,7 +207,7 @@ async def test_replies_go_out_in_frame_order(airi_hub, airi_connect):
     for f in frames:
         await a.send_raw(f)
     await a.wait_for(predicate=lambda e: len(a.received) - start >= len(expected), start=start)
-    await asyncio.sleep(0.05)
+    await a.fence()  # and nothing more than expected
     got = [(e["type"], parent_id(e)) for e in a.received[start:]]
     assert got == expected
     msgs = [e["data"]["message"] for e in a.received[start:start + 9] if e["type"] == "error"]
@@ -248,7 +246,7 @@ async def test_replies_stay_in_frame_order_with_token_auth(airi_hub_factory, air
         ("error", ids[5]),
     ]
     await a.wait_for(predicate=lambda e: len(a.received) - start >= len(expected), start=start)
-    await asyncio.sleep(0.05)
+    await a.fence()  # and nothing more than expected
     assert [(e["type"], parent_id(e)) for e in a.received[start:]] == expected
     assert [e["data"]["message"] for e in a.received[start:] if e["type"] == "error"] == [
         "invalid token",
@@ -285,7 +283,7 @@ async def test_bad_frames_change_nothing_and_affect_no_other_peer(airi_hub, airi
         assert [e["type"] for e in client.received[start:] if e["type"] != "test:chat"] == []
     # a is still announced and routable
     assert await probe_one(b, [a, c], route={"destinations": ["module:a"]}) == {"a"}
-    assert len(errors_of(a)) == 60
+    assert len(a.error_messages()) == 60
 
 
 # -- property: arbitrary frames only ever produce protocol errors, never a closed socket --------

@@ -10,7 +10,6 @@ import pytest
 
 from airi_core import errors
 
-from .protocol_helpers import airi_connect  # noqa: F401  (fixture: waits for the connect-time sync)
 from .protocol_helpers import (
     SERVER_TYPES,
     assert_server_event,

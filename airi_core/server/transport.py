@@ -138,8 +138,7 @@ class Transport:
         dirty, self._dirty = self._dirty, []
         soft = self._soft
         for peer in dirty:
-            conn = peer._conn
-            assert conn is not None
+            conn: Connection = peer._conn  # type: ignore[assignment]  # only peers with one are queued
             outbox = conn.outbox
             data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()

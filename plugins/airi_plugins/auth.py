@@ -48,6 +48,9 @@ class TokenAuth:
 
     def __init__(self) -> None:
         self.settings = AuthSettings()
+        # the deadline of each peer not yet authenticated (kept here, not in peer.state: a
+        # per-peer dict entry would outlive the timer in every connection's memory)
+        self._deadlines: dict[Peer, asyncio.TimerHandle] = {}
 
     @hookimpl
     def airi_config_model(self) -> type[BaseModel]:
@@ -72,7 +75,7 @@ class TokenAuth:
     def airi_peer_connected(self, hub: Hub, peer: Peer) -> None:
         timeout = self.settings.timeout_ms
         if timeout:
-            peer.state["auth"] = asyncio.get_running_loop().call_later(timeout / 1000, self._expired, hub, peer)
+            self._deadlines[peer] = asyncio.get_running_loop().call_later(timeout / 1000, self._expired, hub, peer)
 
     @hookimpl
     def airi_peer_authenticated(self, peer: Peer) -> None:
@@ -82,15 +85,19 @@ class TokenAuth:
     def airi_peer_disconnected(self, peer: Peer) -> None:
         self._cancel(peer)
 
-    @staticmethod
-    def _cancel(peer: Peer) -> None:
-        timer = peer.state.pop("auth", None)
+    @hookimpl
+    def airi_shutdown(self) -> None:
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
+
+    def _cancel(self, peer: Peer) -> None:
+        timer = self._deadlines.pop(peer, None)
         if timer is not None:
             timer.cancel()
 
-    @staticmethod
-    def _expired(hub: Hub, peer: Peer) -> None:
-        peer.state.pop("auth", None)
+    def _expired(self, hub: Hub, peer: Peer) -> None:
+        self._deadlines.pop(peer, None)
         if not peer.authenticated and not peer.closed:
             hub.stats["auth_timeouts"] += 1
             hub.disconnect(peer, "authentication timeout", 1008)

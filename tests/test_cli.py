@@ -22,7 +22,7 @@ except ImportError:  # tests/ is not a package
     from _hubproc import HubProcess, free_port, port_accepts, run_cli, write_config  # type: ignore[no-redef]
 
 BUILTINS = ["auth", "registry", "heartbeat", "bypass", "policy", "destinations", "consumers", "ui-configure"]
-#: route plugins in their default order (each declares tryfirst/trylast); policy wraps them all
+#: route plugins in their default order (each declares tryfirst/trylast); policy is not one
 ROUTE_BUILTINS = ["destinations", "bypass", "consumers"]
 SECRET = "cli-Tok-3f9a-shutdown-secret"
 
@@ -64,7 +64,7 @@ def test_plugins_table_lists_builtins(tmp_path: Path) -> None:
     assert "route" in rows["bypass"][3]
     positions = [int(rows[n][5]) for n in ROUTE_BUILTINS]
     assert positions == sorted(positions), positions
-    assert rows["policy"][5] == "wraps"
+    assert rows["policy"][5] == "-"  # a standing route filter, not a route plugin
     for name in ("auth", "registry", "heartbeat", "ui-configure"):
         assert rows[name][5] == "-"  # not a route plugin
 
@@ -99,8 +99,7 @@ def test_plugins_json_parses(tmp_path: Path) -> None:
     assert all(isinstance(o, int) for o in order) and order == sorted(order)
     assert order[0] == 1  # destinations is consulted first by default
     assert by_name["auth"]["route_order"] is None
-    assert by_name["policy"]["route_order"] is None and by_name["policy"]["route_wrapper"] is True
-    assert by_name["bypass"]["route_wrapper"] is False
+    assert by_name["policy"]["route_order"] is None and by_name["policy"]["route_wrapper"] is False
 
 
 def test_plugins_reflects_config(tmp_path: Path) -> None:
@@ -189,7 +188,6 @@ def test_serve_summary_with_config_file(tmp_path: Path) -> None:
             assert name in plugins
         route = [p.strip() for p in _summary_field(err, "route order").split("->")]
         assert route[:2] == ["destinations", "bypass"] and route[-1] == "consumers", route
-        assert _summary_field(err, "route wrap").startswith("policy")
         assert "6000 ms" in _summary_field(err, "heartbeat")
         assert SECRET not in hub.output()
     finally:

@@ -50,6 +50,7 @@ async def test_new_style_wrapper_on_route_observes_and_replaces_the_result() -> 
     wrapper = NewStyleWrapper()
     hub = await start_hub(extra_plugins=[("wrapper", wrapper)])
     try:
+        assert hub.plugins.route_wrappers() == ["wrapper"] and "wrapper" not in hub.plugins.route_chain()
         w = await world(hub, "a", "b", "c")
         a, b, c = w["a"], w["b"], w["c"]
         # ordinary events are still delivered (the old dispatcher made them undeliverable)

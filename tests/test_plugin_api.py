@@ -279,7 +279,7 @@ async def test_route_plugins_follow_the_configured_order(order: list[str], expec
 
 
 def test_default_route_order_comes_from_the_plugins_own_declarations() -> None:
-    # destinations and bypass are tryfirst, consumers trylast, policy wraps them all; nothing
+    # destinations and bypass are tryfirst, consumers trylast, policy is a standing filter; nothing
     # in the kernel names them
     ps = discover_plugins(Settings(), extra=[("mine", First())])
     names = ps.route_chain()
@@ -287,7 +287,7 @@ def test_default_route_order_comes_from_the_plugins_own_declarations() -> None:
     # other installed third-party plugins (e.g. the example) may sit next to "mine"
     assert [n for n in names if n in builtin] == builtin
     assert names[:2] == builtin[:2] and names[-1] == "consumers"
-    assert ps.route_wrappers() == ["policy"]
+    assert ps.route_wrappers() == []
 
 
 class AsyncRoute:

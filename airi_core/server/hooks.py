@@ -117,13 +117,6 @@ class Plan:
     firstresult: bool
     plain: tuple[tuple[str, Fn], ...] = ()
     wrappers: tuple[tuple[str, Fn, bool], ...] = field(default_factory=tuple)
-    #: every wrapper is new-style (``wrapper=True``): the route hook's fast path applies
-    simple_wrappers: bool = False
-    wrapper_names: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        self.simple_wrappers = bool(self.wrappers) and not any(old for _, _, old in self.wrappers)
-        self.wrapper_names = tuple(name for name, _, _ in self.wrappers)
 
 
 class _Blamed(Exception):
@@ -242,8 +235,6 @@ class Hooks:
         """The route decision and the name of the plugin it came from (``""`` for none)."""
         plan = self._plans["airi_route"]
         if plan.wrappers:
-            if plan.simple_wrappers:
-                return self._route_simply_wrapped(plan, hub, ctx)
             return self._wrapped_sync(plan, (hub, ctx))
         for name, fn in plan.plain:
             try:
@@ -253,51 +244,6 @@ class Hooks:
             if res is not None:
                 return res, name
         return None, ""
-
-    def _route_simply_wrapped(self, plan: Plan, hub: Hub, ctx: RouteContext) -> tuple[RouteDecision | None, str]:
-        """The per-message path when every wrapper is new-style: the steps of
-        :meth:`_wrapped_sync` without its bookkeeping while everything goes well; the first
-        failure hands over to :meth:`_exit`, which finishes exactly as the general path would."""
-        gens: list[Generator[Any, Any, Any]] = []
-        names = plan.wrapper_names
-        for i, (_, fn, _) in enumerate(plan.wrappers):
-            try:
-                gen = fn(hub, ctx)
-                next(gen)
-            except StopIteration:
-                return self._exit_from(plan, gens, names[i], RuntimeError("wrapper finished without yielding"))
-            except Exception as exc:
-                return self._exit_from(plan, gens, names[i], exc)
-            gens.append(gen)
-        result: Any = None
-        source = ""
-        for name, fn in plan.plain:
-            try:
-                result = fn(hub, ctx)
-            except Exception as exc:
-                return self._exit_from(plan, gens, name, exc)
-            if result is not None:
-                source = name
-                break
-        for i in range(len(gens) - 1, -1, -1):
-            try:
-                gens[i].send(result)
-            except StopIteration as stop:
-                if stop.value is not result:
-                    result, source = stop.value, names[i]
-                continue
-            except Exception as exc:
-                # the outer wrappers still see it, as pluggy would do
-                return self._exit_from(plan, gens[:i], names[i], exc)
-            gens[i].close()
-            return self._exit_from(plan, gens[:i], names[i], RuntimeError("wrapper yielded twice"))
-        return result, source
-
-    def _exit_from(self, plan: Plan, outer: list[Generator[Any, Any, Any]], name: str, exc: BaseException) -> tuple[Any, str]:
-        """Finish a call after ``name`` failed with ``exc``: the wrappers in ``outer`` (entered,
-        outermost first) see the exception innermost first."""
-        entered = [(n, gen, False) for n, gen in zip(plan.wrapper_names, outer)]
-        return self._exit(entered, None, "", _Blamed(name, exc), plan.hook)
 
     # -- calling ---------------------------------------------------------------------------------
     def _call(self, plan: Plan, args: tuple[Any, ...]) -> Any:

@@ -220,8 +220,10 @@ def airi_route(hub: Hub, ctx: RouteContext) -> RouteDecision | None:
     pass every filter added (only ``ctx.bypass``, the devtools bypass, skips the filters), then
     forwards the sender's frame without re-encoding it.
 
-    A ``wrapper=True`` implementation wraps the whole chain in any order: the built-in
-    ``policy`` adds its filter that way, so a redirect can never reach a peer it denies.
+    A ``wrapper=True`` implementation wraps the whole chain in any order and may replace the
+    decision. A filter that must hold for every event whatever the route plugins decide (the
+    built-in ``policy``) is better added once with ``hub.add_route_filter`` at startup: every
+    route context starts with it, at no cost per event.
 
     Keep this cheap: it runs for every routed message.
 

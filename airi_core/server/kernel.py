@@ -43,7 +43,7 @@ from .hooks import Hooks, PluginError
 from .peer import Peer
 from .plugins import PluginSet, discover_plugins
 from .registry import PeerRegistry
-from .routing import Announcement, RouteContext
+from .routing import Announcement, PeerFilter, RouteContext
 from .transport import Transport
 
 __all__ = ["Hub"]
@@ -67,6 +67,8 @@ class Hub:
       add its own), :attr:`log`, :meth:`plugin_config`;
     - sending: :meth:`send`, :meth:`send_error`, :meth:`broadcast`, :meth:`metadata`;
     - peers: :meth:`set_health`, :meth:`disconnect`;
+    - routing: :meth:`add_route_filter` / :meth:`remove_route_filter` (a filter that holds for
+      every routed event, whatever the route plugins decide);
     - plugins at run time: :attr:`plugins` (``hub.plugins.register(obj, name)`` /
       ``unregister(name)`` take effect at once).
     """
@@ -99,6 +101,7 @@ class Hub:
         self._transport = Transport(self)
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._route_filters: list[PeerFilter] = []
 
     # -- the plugin API ----------------------------------------------------------------------------
     def plugin_config(self, plugin: str | object) -> BaseModel | None:
@@ -149,6 +152,18 @@ class Hub:
             self._hooks.peer_health_changed(self, peer, healthy, reason)
         except PluginError as exc:
             self._plugin_failed(exc, None, None)
+
+    def add_route_filter(self, predicate: PeerFilter) -> None:
+        """From now on every routed event goes only to peers for which ``predicate(peer)`` is
+        true, whatever the route plugins decide (``BROADCAST``, ``Targets``, consumer delivery)
+        and in any ``[plugins] order``; only the devtools bypass (``ctx.bypass``) skips it.
+        Add it in ``airi_startup``; it costs nothing per event beyond the predicate itself."""
+        self._route_filters.append(predicate)
+
+    def remove_route_filter(self, predicate: PeerFilter) -> None:
+        """Undo :meth:`add_route_filter` (no error when it is not there)."""
+        if predicate in self._route_filters:
+            self._route_filters.remove(predicate)
 
     def disconnect(self, peer: Peer, reason: str, code: int = 1000) -> None:
         """Drop ``peer``: nothing more is sent to it, it is de-announced with ``reason`` now and
@@ -322,7 +337,7 @@ class Hub:
         if not sender.authenticated:
             self.send_error(sender, errors.NOT_AUTHENTICATED, event.id)
             return
-        ctx = RouteContext(self, sender, event)
+        ctx = RouteContext(self, sender, event, self._route_filters)
         decision, source = self._hooks.route(self, ctx)
         if isinstance(decision, Drop):
             self.wslog.debug("dropped '%s' from %s: %s", event.type, sender.display, decision.reason)

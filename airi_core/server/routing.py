@@ -35,7 +35,8 @@ class RouteContext:
       :class:`Event`): do not reassign them.
     - :meth:`add_filter` / :meth:`narrow`: restrict who may receive the event. Every filter
       applies to every decision (``BROADCAST``, ``Targets``, no decision): a plugin that
-      redirects with ``Targets`` cannot reach a peer another plugin filtered out.
+      redirects with ``Targets`` cannot reach a peer another plugin filtered out. ``filters``
+      starts with the hub's standing filters (:meth:`Hub.add_route_filter`, e.g. the policy).
     - ``bypass``: set by the plugin that grants the protocol's devtools bypass (the built-in
       ``bypass``); the event then goes to every authenticated peer but the sender, ignoring
       filters and the decision (except ``Drop``). Nothing else should set it.
@@ -43,11 +44,11 @@ class RouteContext:
 
     __slots__ = ("hub", "sender", "event", "filters", "pool", "bypass")
 
-    def __init__(self, hub: Hub, sender: Peer, event: Event) -> None:
+    def __init__(self, hub: Hub, sender: Peer, event: Event, filters: Iterable[PeerFilter] = ()) -> None:
         self.hub = hub
         self.sender = sender
         self.event = event
-        self.filters: list[PeerFilter] = []
+        self.filters: list[PeerFilter] = list(filters)
         #: When set, only these peers can receive the event (see :meth:`narrow`).
         self.pool: dict[Peer, None] | None = None
         self.bypass = False

@@ -2,20 +2,20 @@
 
 A receiver must have its plugin id in ``allow_plugins`` (when set) and not in ``deny_plugins``,
 match every selector of ``allow_labels`` (when set), and not match all of ``deny_labels`` (when
-set). The policy is a ``wrapper=True`` implementation of ``airi_route``: it wraps every route
-plugin, whatever ``[plugins] order`` says, and adds its filter before any of them decides, so it
-holds for every decision (broadcast, destinations, consumer delivery, a plugin's ``Targets``
-redirect). Only the devtools bypass skips it.
+set). The plugin adds its predicate as a standing route filter of the hub
+(``hub.add_route_filter``) rather than implementing ``airi_route``: it then holds for every
+routed event whatever the route plugins decide (broadcast, destinations, consumer delivery, a
+plugin's ``Targets`` redirect) and in any ``[plugins] order``, and an inactive policy costs
+nothing per event. Only the devtools bypass skips it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from airi_core import Hub, Peer, RouteContext, hookimpl
+from airi_core import Hub, Peer, hookimpl
 from airi_core.protocol.matching import parse_selector, selectors_match
 
 
@@ -76,10 +76,12 @@ class RoutingPolicy:
     @hookimpl
     def airi_startup(self, hub: Hub) -> None:
         policy = hub.plugin_config(self)
-        self.allowed = policy_predicate(policy) if isinstance(policy, PolicySettings) and policy.active else None
+        if isinstance(policy, PolicySettings) and policy.active:
+            self.allowed = policy_predicate(policy)
+            hub.add_route_filter(self.allowed)
 
-    @hookimpl(wrapper=True)
-    def airi_route(self, ctx: RouteContext) -> Generator[None, Any, Any]:
+    @hookimpl
+    def airi_shutdown(self, hub: Hub) -> None:
         if self.allowed is not None:
-            ctx.add_filter(self.allowed)
-        return (yield)
+            hub.remove_route_filter(self.allowed)
+            self.allowed = None

@@ -1,8 +1,8 @@
 """The ``route-filter`` plugin: its ``airi_route`` hook and the compiled form of its settings.
 
-By default the built-in ``destinations`` plugin (``tryfirst``) runs before this one and the
-``policy`` plugin wraps every route plugin, so by the time this hook runs the sender's
-destinations and the policy have narrowed the candidates. A redirect (:class:`~airi_core.Targets`)
+By default the built-in ``destinations`` plugin (``tryfirst``) runs before this one, and the
+``policy`` plugin's filter is a standing route filter of the hub, so by the time this hook runs
+the sender's destinations and the policy have narrowed the candidates. A redirect (:class:`~airi_core.Targets`)
 still honours them: the hub delivers only to targets that pass every filter added so far. Ordered
 before ``destinations`` (``[plugins] order``) a redirect ignores the sender's destinations; the
 policy holds whatever the order.

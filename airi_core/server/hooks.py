@@ -150,11 +150,11 @@ class Hooks:
         self.route_order = list(route_order)
         self._plans: dict[str, Plan] = {}
         self.rebuild()
-        pm.on_change(self.rebuild)
 
     # -- plans ---------------------------------------------------------------------------------
     def rebuild(self) -> None:
-        """Recompute every call plan (the plugin manager calls this on every registration change)."""
+        """Recompute every call plan (the hub has its plugin manager call this on every
+        registration change)."""
         plans: dict[str, Plan] = {}
         for hook, spec_args in HOOK_ARGS.items():
             caller = getattr(self.pm.hook, hook, None)

@@ -87,6 +87,7 @@ class Hub:
         self.registry = PeerRegistry()
         self.plugins = plugins or discover_plugins(self.settings, extra=extra_plugins, use_entry_points=use_entry_points)
         self._hooks = Hooks(self.plugins.pm, self.settings.plugins.hook_timeout_ms / 1000, self.settings.plugins.order)
+        self.plugins.pm.on_change(self._hooks.rebuild)  # register()/unregister() take effect at once
         self._wrap = self.settings.server.wire_format == "superjson"
         self.log = logging.getLogger("airi")
         self.wslog = logging.getLogger("airi.websocket")

@@ -337,3 +337,20 @@ async def test_a_plugin_may_own_a_top_level_section_like_the_built_ins() -> None
         discover_plugins(Settings.model_validate({"nobody": {"x": 1}}), origin="t.toml")
     with pytest.raises(ConfigError, match=r"plugins.greeter: this plugin reads its settings from \[greeter\]"):
         discover_plugins(Settings.model_validate({"plugins": {"greeter": {"greeting": "x"}}}), extra=[("greeter", OwnSection())], origin="t.toml")
+
+
+def test_a_disabled_plugin_that_cannot_be_read_is_reported_not_fatal() -> None:
+    settings = Settings.model_validate({"plugins": {"disable": ["broken"], "fail_on_error": True}})
+    ps = discover_plugins(settings, extra=[("broken", _Unreadable())])
+    info = ps.info("broken")
+    assert info is not None and not info.enabled and "cannot read" in (info.error or "")
+    # enabled, the same plugin stops the hub when failures are fatal, and is skipped otherwise
+    with pytest.raises(ConfigError, match="broken"):
+        discover_plugins(Settings.model_validate({"plugins": {"fail_on_error": True}}), extra=[("broken", _Unreadable())])
+
+
+class _Unreadable:
+    """A plugin whose declarations cannot even be read (as when its import fails half-way)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"cannot read {name}")

@@ -184,12 +184,11 @@ def discover_plugins(
     loaded: dict[str, Any] = {}
     for name, (info, load) in candidates.items():
         try:
-            loaded[name] = load()
+            loaded[name] = obj = load()
+            info.essential = is_essential(obj)
+            info.section = config_section(obj)
         except Exception as exc:  # a broken plugin must not make the hub unusable
             info.error = f"{type(exc).__name__}: {exc}"
-            continue
-        info.essential = is_essential(loaded[name])
-        info.section = config_section(loaded[name])
 
     known = set(candidates)
     problems = []
@@ -212,14 +211,14 @@ def discover_plugins(
 
     for name, (info, _) in candidates.items():
         infos.append(info)
+        if not info.essential and (name in pcfg.disable or (pcfg.load is not None and name not in pcfg.load)):
+            info.enabled = False  # (a disabled plugin that failed to import is only reported)
+            continue
         if info.error is not None:
             info.enabled = False
-            if pcfg.fail_on_error or info.essential or name in extra_names:
+            if pcfg.fail_on_error or name in extra_names:
                 raise ConfigError(f"plugin '{name}' ({info.distribution}) failed to load: {info.error}")
             log.error("plugin %r (%s) failed to load and is skipped: %s", name, info.distribution, info.error)
-            continue
-        if not info.essential and (name in pcfg.disable or (pcfg.load is not None and name not in pcfg.load)):
-            info.enabled = False
             continue
         try:
             obj = _instantiate(loaded[name])

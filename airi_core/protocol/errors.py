@@ -33,3 +33,17 @@ UI_CONFIGURE_MODULE_NAME_INVALID = "the field 'moduleName' can't be empty for ev
 def invalid_json(parser_message: str) -> str:
     """The ``invalid JSON`` error text for a parser's message."""
     return f"invalid JSON, error: {parser_message}"
+
+
+# -- credentials and permissions (the ``auth`` plugin) -------------------------------------------
+#: An address had too many failed authentications: the attempt is refused unchecked and the
+#: connection closed with 1008 and this reason.
+TOO_MANY_FAILED_ATTEMPTS = "too many failed attempts"
+#: Prefix of every refusal of a per-client permission (``[[auth.clients]]``):
+#: ``permission denied: <what>``.
+PERMISSION_DENIED = "permission denied"
+
+
+def permission_denied(what: str) -> str:
+    """``permission denied: <what>``, the answer to an action a client's credential does not allow."""
+    return f"{PERMISSION_DENIED}: {what}"

@@ -143,7 +143,8 @@ async def _auth_attempts(url: str, token: str) -> list[HubClient]:
 async def test_token_never_appears_in_logs_or_error_events(caplog: pytest.LogCaptureFixture) -> None:
     token = "tok-" + secrets.token_urlsafe(24)
     with airi_logs_captured(caplog, TRACE_LEVEL):
-        hub = await start_hub({"auth": {"token": token, "timeout_ms": 0}})
+        # max_failures = 0: the many wrong tokens below are not throttled
+        hub = await start_hub({"auth": {"token": token, "timeout_ms": 0, "max_failures": 0}})
         clients: list[HubClient] = []
         try:
             clients += await _auth_attempts(hub.url, token)
@@ -173,11 +174,13 @@ async def test_token_never_appears_in_subprocess_output_at_trace_level(tmp_path:
     token = "env-" + secrets.token_urlsafe(24)
     port = free_port()
     clients: list[HubClient] = []
+    # the token comes from the environment; the file only turns throttling off (many wrong tokens)
+    (tmp_path / "airi.toml").write_text("[auth]\nmax_failures = 0\n", encoding="utf-8")
     for fmt in ("json", "pretty"):
         hub = HubProcess(
             ["serve", "--port", str(port), "--log-level", "trace", "--log-format", fmt],
             env={"AUTHENTICATION_TOKEN": token},
-            cwd=tmp_path,  # no airi.toml there: defaults + environment
+            cwd=tmp_path,  # its airi.toml + environment
         )
         try:
             await hub.await_stderr("listening on", timeout=20)

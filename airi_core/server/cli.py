@@ -65,7 +65,12 @@ def _summary(hub: Any, origin: str | None) -> None:
     heartbeat = _section_config(plugins, "heartbeat")
     console.print(f"[bold]AIRI hub[/] {__version__} listening on [bold cyan]{hub.url}[/]")
     console.print(f"  config      {origin or '(none: built-in defaults)'}")
-    console.print(f"  auth        {'[green]on[/] (token)' if getattr(auth, 'secret', '') else '[yellow]off[/] (no token configured)'}")
+    credentials = ["token"] if getattr(auth, "secret", "") else []
+    clients = len(getattr(auth, "clients", None) or ())  # [[auth.clients]]
+    if clients:
+        credentials.append(f"{clients} client{'s' if clients != 1 else ''}")
+    auth_line = f"[green]on[/] ({', '.join(credentials)})" if credentials else "[yellow]off[/] (no token configured)"
+    console.print(f"  auth        {auth_line}")
     console.print(f"  wire format {hub.settings.server.wire_format}")
     if heartbeat is not None:
         console.print(f"  heartbeat   read timeout {heartbeat.read_timeout_ms} ms, check every {heartbeat.interval_ms} ms")

@@ -309,7 +309,9 @@ class Hub:
             self.wslog.debug("authenticated %s", peer.describe, extra={"peer": peer.id})
             await self._accept(peer, event.id)
             return
-        self.wslog.info("authentication failed for %s from %s", peer.id, peer.remote, extra={"peer": peer.id})
+        # debug only: one line per guess would let a guesser flood the log (the auth plugin
+        # logs failures once per address and window)
+        self.wslog.debug("authentication failed for %s from %s", peer.id, peer.remote, extra={"peer": peer.id})
         self.send_error(peer, res.message if isinstance(res, Reject) else errors.INVALID_TOKEN, event.id)
 
     async def _announce(self, peer: Peer, event: Event) -> None:

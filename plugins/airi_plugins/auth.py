@@ -58,7 +58,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from airi_core import ACCEPT, BROADCAST, Accept, Drop, Hub, Peer, Reject, RouteContext, errors, hookimpl
+from airi_core import ACCEPT, BROADCAST, Accept, Announcement, Drop, Event, Hub, Peer, Reject, RouteContext, errors, hookimpl
 from airi_core.protocol import compile_glob
 
 #: How many remote addresses the throttle remembers at most (about 100 bytes each).
@@ -397,7 +397,7 @@ class ClientPermissions:
         self.receivers = auth.receivers
 
     @hookimpl(tryfirst=True)
-    def airi_announce(self, hub: Hub, peer: Peer, announcement: Any) -> Reject | None:
+    def airi_announce(self, hub: Hub, peer: Peer, announcement: Announcement) -> Reject | None:
         grant = self.grants.get(peer)
         if grant is None or grant.may_announce(announcement.name):
             return None
@@ -405,7 +405,7 @@ class ClientPermissions:
         return Reject(errors.permission_denied(f"may not announce module '{_cut(announcement.name)}'"))
 
     @hookimpl(tryfirst=True)
-    def airi_event(self, hub: Hub, peer: Peer, event: Any) -> Reject | None:
+    def airi_event(self, hub: Hub, peer: Peer, event: Event) -> Reject | None:
         grant = self.grants.get(peer)
         if grant is None or grant.may_send(event.type):
             return None

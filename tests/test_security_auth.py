@@ -523,7 +523,7 @@ def test_config_check_masks_client_tokens(tmp_path: Path) -> None:
         "receive": ["output:*"], "bypass": False,
     }
     assert shown["clients"][1]["modules"] == ["*"] and shown["clients"][1]["bypass"] is True
-    assert (shown["max_failures"], shown["failure_window_ms"], shown["lockout_ms"]) == (5, 60000, 60000)
+    assert (shown["max_failures"], shown["failure_window_ms"], shown["lockout_ms"]) == (30, 60000, 60000)
 
 
 BAD_CLIENTS = [
@@ -569,4 +569,4 @@ async def test_bench_attack_auth_smoke() -> None:
     )
     assert r.returncode == 0, r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("hub     one connection"))
-    assert row.split()[4] == "5" and "1008 too many failed attempts" in row, r.stdout
+    assert row.split()[4] == "30" and "1008 too many failed attempts" in row, r.stdout  # the default max_failures

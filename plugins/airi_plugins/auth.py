@@ -108,7 +108,7 @@ class AuthSettings(BaseModel):
     clients: list[ClientCredential] = []
     #: Failed authentications from one address within ``failure_window_ms`` before it is locked
     #: out (0 = no throttling).
-    max_failures: int = Field(5, ge=0)
+    max_failures: int = Field(30, ge=0)
     failure_window_ms: int = Field(60000, ge=1)
     #: How long a locked-out address is refused.
     lockout_ms: int = Field(60000, ge=1)

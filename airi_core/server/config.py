@@ -7,6 +7,7 @@ CLI flags. Every error names the file (or the variable/flag), the key path and w
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,9 @@ __all__ = [
     "ENV_VARS",
     "LogLevel",
     "LogFormat",
+    "BUILTIN_ORIGINS",
+    "normalize_origin",
+    "origin_site",
 ]
 
 LogLevel = Literal["trace", "debug", "log", "warn", "error"]
@@ -48,6 +52,9 @@ class LimitsConfig(_Section):
     """``[limits]``: bounds that keep one peer from hurting the others."""
 
     max_frame_bytes: int = Field(1 << 20, ge=1024)
+    #: bytes of frames (and handshake requests) received but not complete yet, over every
+    #: connection; past it the connection holding the most is closed 1013 (see the transport)
+    max_pending_bytes: int = Field(64 << 20, ge=1024)
     max_connections: int = Field(10000, ge=1)
     max_messages_per_second: float = Field(0, ge=0)
     outbound_soft_bytes: int = Field(1 << 20, ge=1024)
@@ -59,7 +66,46 @@ class LimitsConfig(_Section):
     def _hard_above_soft(self) -> LimitsConfig:
         if self.outbound_hard_bytes < self.outbound_soft_bytes:
             raise ValueError("outbound_hard_bytes must be >= outbound_soft_bytes")
+        if self.max_pending_bytes < self.max_frame_bytes:
+            raise ValueError("max_pending_bytes must be >= max_frame_bytes (one frame in flight must fit)")
         return self
+
+
+#: Origins accepted by default, besides loopback pages (``http(s)://localhost``, ``127.0.0.1``,
+#: ``[::1]``, any port) and requests without an ``Origin`` header: AIRI's own apps.
+BUILTIN_ORIGINS: tuple[str, ...] = (
+    "file://",  # the desktop app (Electron): its renderer is loaded from a file
+    "capacitor://localhost",  # the mobile app on iOS (Android's is https://localhost: loopback)
+    "https://airi.moeru.ai",  # the hosted web stage
+)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_ORIGIN_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[^/?#@\[\]:\s]+)(?::(?P<port>\d{1,5}|\*))?/?")
+
+
+def origin_site(origin: str) -> str:
+    """``scheme://host`` of a normalized origin (its port dropped)."""
+    m = _ORIGIN_RE.fullmatch(origin)
+    return f"{m.group('scheme')}://{m.group('host')}" if m else origin
+
+
+def normalize_origin(text: str) -> str | None:
+    """The canonical form of an origin, ``scheme://host[:port]`` (scheme and host lower-cased, a
+    default port dropped, ``:*`` kept), ``file://``, ``null`` or ``*``; None when ``text`` is not
+    one (a path, a query, user info, a bad port)."""
+    value = text.strip().lower()
+    if value in ("*", "null", "file://"):
+        return value
+    m = _ORIGIN_RE.fullmatch(value)
+    if m is None:
+        return None
+    scheme, host, port = m.group("scheme"), m.group("host"), m.group("port")
+    if port is not None and port != "*":
+        number = int(port)
+        if number > 65535:
+            return None
+        port = None if _DEFAULT_PORTS.get(scheme) == number else str(number)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class ServerConfig(_Section):
@@ -71,6 +117,24 @@ class ServerConfig(_Section):
     drain_timeout_ms: int = Field(5000, ge=0)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "asyncio"
     tls: TLSConfig | None = None
+    #: Origins browsers may connect from, besides the built-in ones (see BUILTIN_ORIGINS).
+    allowed_origins: list[str] = []
+    #: False: only ``allowed_origins`` (and requests without an Origin header) are accepted.
+    builtin_origins: bool = True
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        out = []
+        for entry in origins:
+            norm = normalize_origin(entry)
+            if norm is None:
+                raise ValueError(
+                    f"{entry!r} is not an origin: write scheme://host or scheme://host:port "
+                    "(port '*' = any), 'file://', 'null' or '*', without a path"
+                )
+            out.append(norm)
+        return out
 
     @field_validator("path")
     @classmethod
@@ -86,6 +150,11 @@ class LoggingConfig(_Section):
     format: LogFormat = "pretty"
     websocket_level: LogLevel | None = None
     websocket_format: LogFormat | None = None
+    #: a log message (and each extra value) longer than this is cut, with a marker saying how much
+    max_message_chars: int = Field(1024, ge=80)
+    #: lines at level log and above about one peer, per second; the rest are counted and
+    #: summarized in one line (0 = no limit)
+    peer_lines_per_second: float = Field(10, ge=0)
 
 
 

@@ -11,7 +11,14 @@ It accepts WebSocket connections on the configured path, hands every frame to th
   event reached it waits while it drains (backpressure, so a burst never costs a reading peer a
   message); a peer that drains nothing for ``limits.slow_consumer_grace_ms``, or whose backlog
   passes ``limits.outbound_hard_bytes``, is a slow consumer and is dropped;
-- limits: frame size (close 1009), connections (HTTP 503), messages per second per peer.
+- limits: frame size (close 1009), connections (HTTP 503), messages per second per peer;
+- the handshake: the path (404), the browser origin policy (``server.allowed_origins``, 403),
+  no ``Server`` header;
+- resources: bytes of frames (and handshake requests) received but not complete yet count
+  against ``limits.max_pending_bytes`` over every connection (past it the connection holding the
+  most is closed 1013); sockets are kept below the open-file limit (the oldest socket still in
+  its opening handshake makes room for a new one), and ``limits.max_connections`` never exceeds
+  that limit minus a reserve, so ``accept()`` does not run out of file descriptors.
 
 This is the one module that knows the ``websockets`` library, including the internals the
 write path relies on (``ServerConnection.transport``, ``.paused``, ``.drain()``,
@@ -22,24 +29,118 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from .config import BUILTIN_ORIGINS, normalize_origin, origin_site
+from .logs import Throttle, current_peer, release_peer
 from .peer import Peer
 
 if TYPE_CHECKING:
     from .kernel import Hub
 
-__all__ = ["Transport", "Connection", "text_frame"]
+__all__ = ["Transport", "Connection", "OriginPolicy", "text_frame", "fd_limit"]
 
 _OPEN = State.OPEN
+_CONNECTING = State.CONNECTING
+
+#: file descriptors kept free besides those open when the hub starts listening: asyncio accepts
+#: up to ``ACCEPT_BURST`` sockets in one go before the transport sees any of them, plus a margin
+#: for plugins' files and sockets
+ACCEPT_BURST = 100
+FD_MARGIN = 32
+#: sockets beyond max_connections for handshakes (a 503 answer needs a socket too)
+HANDSHAKE_RESERVE = 32
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def fd_limit() -> int | None:
+    """The soft limit on open file descriptors of this process (None: unknown or unlimited)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def fds_in_use() -> int:
+    """How many file descriptors this process has open (0 when the system does not say)."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(folder))
+        except OSError:
+            continue
+    return 0  # pragma: no cover
+
+
+class OriginPolicy:
+    """Which browser pages may open a connection (``Origin`` header, RFC 6454).
+
+    A request without ``Origin`` is not from a browser page and passes. Otherwise the origin is
+    normalized (scheme and host lower-cased, a default port dropped) and must be: a loopback page
+    (``http``/``https`` on ``localhost``, ``127.0.0.1`` or ``[::1]``, any port) or one of
+    :data:`BUILTIN_ORIGINS` (unless ``server.builtin_origins = false``), or listed in
+    ``server.allowed_origins`` (exactly, ``scheme://host:*`` for any port, ``*`` for anything).
+    ``null`` (sandboxed frames, some redirects) passes only when listed."""
+
+    def __init__(self, allowed: list[str], builtin: bool = True) -> None:
+        entries = [e for e in (normalize_origin(a) for a in allowed) if e is not None]
+        self.any = "*" in entries
+        self.loopback = builtin
+        self.exact = frozenset([e for e in entries if not e.endswith(":*")] + (list(BUILTIN_ORIGINS) if builtin else []))
+        self.any_port = frozenset(e[:-2] for e in entries if e.endswith(":*"))
+
+    def allows(self, origin: str | None) -> bool:
+        if origin is None or self.any:
+            return True
+        norm = normalize_origin(origin)
+        if norm is None or norm == "*" or norm.endswith(":*"):
+            return False
+        if norm in self.exact:
+            return True
+        site = origin_site(norm)
+        if site in self.any_port:
+            return True
+        if self.loopback and site.startswith(("http://", "https://")):
+            return site.split("://", 1)[1] in _LOOPBACK_HOSTS
+        return False
+
+
+class _Socket(ServerConnection):
+    """websockets' server connection, reporting to the transport what its accounting needs:
+    sockets opened and lost, and after each read how many received bytes are still pending (an
+    incomplete frame or handshake request in the reader, a fragmented message's fragments)."""
+
+    hub_transport: Transport  # set on the subclass each transport makes (see Transport.listen)
+    pending = 0  # bytes counted against limits.max_pending_bytes
+    evicted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.hub_transport._opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.hub_transport._lost(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.evicted:
+            protocol = self.protocol
+            pending = len(protocol.reader.buffer) + (protocol.current_size or 0)
+            if pending != self.pending:
+                self.hub_transport._pending_changed(self, pending)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -104,6 +205,20 @@ class Transport:
         self._server: Server | None = None
         self.closing = False
         self.log = logging.getLogger("airi.websocket")
+        server = self.settings.server
+        self.origins = OriginPolicy(server.allowed_origins, server.builtin_origins)
+        # resources: every accepted socket (those in their opening handshake apart, oldest
+        # first), the bytes pending on each, and the caps derived from the open-file limit
+        self._sockets: set[_Socket] = set()
+        self._handshaking: dict[_Socket, None] = {}
+        self._holding: dict[_Socket, None] = {}
+        self.pending_bytes = 0
+        self._max_pending = limits.max_pending_bytes
+        self.socket_cap: int | None = None
+        self.max_connections = limits.max_connections
+        self._refusals = Throttle(1)  # log lines about refused handshakes: one a second per kind
+        for counter in ("refused_origins", "evicted_sockets", "pending_overflows"):
+            hub.stats.setdefault(counter, 0)
 
     # -- writing -----------------------------------------------------------------------------------
     def write(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
@@ -240,24 +355,104 @@ class Transport:
             self.hub.send_error(peer, f"rate limit exceeded: at most {rate:g} messages per second, frame dropped")
         return False
 
+    def _refused(self, kind: str, message: str, *args: Any) -> None:
+        """Log a refused handshake: the first of each ``kind`` in a second, then a count."""
+        admitted, suppressed = self._refusals.admit(kind, time.monotonic())
+        if admitted:
+            more = f" ({suppressed} more refused in the last second(s))" if suppressed else ""
+            self.log.warning(message + more, *args)
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         expected = self.settings.server.path
         if path != expected:
-            return connection.respond(404, f"no WebSocket endpoint at {path}; use {expected}\n")
+            # the body names the endpoint, never echoes the request
+            return connection.respond(404, f"no WebSocket endpoint here; use {expected}\n")
+        try:
+            origin = request.headers.get("Origin")
+        except MultipleValuesError:
+            origin = ""  # several Origin headers: no browser sends that
+        if not self.origins.allows(origin):
+            self.hub.stats["refused_origins"] += 1
+            remote = connection.remote_address
+            self._refused(
+                "origin", "refusing a connection from %s: Origin %r is not allowed (server.allowed_origins)",
+                remote[0] if remote else "?", (origin or "")[:200],
+            )
+            return connection.respond(403, "origin not allowed\n")
         if self.closing:
             return connection.respond(503, "server shutting down\n")
-        limit = self.settings.limits.max_connections
+        limit = self.max_connections
         if len(self.hub.registry) >= limit:
             self.hub.stats["refused_connections"] += 1
-            self.log.warning("refusing a connection: limits.max_connections (%d) reached", limit)
+            self._refused("full", "refusing a connection: limits.max_connections (%d) reached", limit)
             return connection.respond(503, "too many connections\n")
         return None
 
+    # -- resources ---------------------------------------------------------------------------------
+    def _opened(self, sock: _Socket) -> None:
+        self._sockets.add(sock)
+        self._handshaking[sock] = None
+        cap = self.socket_cap
+        if cap is not None and len(self._sockets) > cap:
+            # at the cap: the oldest socket still in its opening handshake (an idle or slow one:
+            # a client on loopback completes it in a millisecond) makes room for this one
+            victim = next((s for s in self._handshaking if s is not sock), sock)
+            self.hub.stats["evicted_sockets"] += 1
+            self._refused("sockets", "%d sockets open (the open-file limit allows %d): closing the oldest one still in its handshake", len(self._sockets), cap)
+            self._forget(victim)
+            victim.transport.abort()
+
+    def _forget(self, sock: _Socket) -> None:
+        self._sockets.discard(sock)
+        self._handshaking.pop(sock, None)
+        if sock.pending:
+            self.pending_bytes -= sock.pending
+            sock.pending = 0
+            self._holding.pop(sock, None)
+
+    def _lost(self, sock: _Socket) -> None:
+        self._forget(sock)
+        sock.evicted = True  # no more accounting
+
+    def _pending_changed(self, sock: _Socket, pending: int) -> None:
+        self.pending_bytes += pending - sock.pending
+        sock.pending = pending
+        if pending:
+            self._holding[sock] = None
+        else:
+            self._holding.pop(sock, None)
+        while self.pending_bytes > self._max_pending and self._holding:
+            self._shed(max(self._holding, key=lambda s: s.pending))
+
+    def _shed(self, sock: _Socket) -> None:
+        """Close the connection holding the most pending bytes (global budget exceeded)."""
+        held = sock.pending
+        self._forget(sock)
+        sock.evicted = True
+        self.hub.stats["pending_overflows"] += 1
+        remote = sock.remote_address
+        self.log.warning(
+            "closing %s: %d bytes of an incomplete frame, the most of any connection, while "
+            "limits.max_pending_bytes (%d) is exceeded",
+            f"{remote[0]}:{remote[1]}" if remote else "a connection", held, self._max_pending,
+        )
+        if sock.protocol.state is _OPEN:
+            # a close frame, then EOF; what it sends from now on is discarded, not buffered
+            sock.protocol.fail(1013, "too much pending data")
+            sock.send_data()
+            (self._loop or asyncio.get_running_loop()).call_later(
+                self.settings.limits.close_timeout_ms / 1000, sock.transport.abort
+            )
+        else:
+            sock.transport.abort()
+
     async def _handle(self, ws: ServerConnection) -> None:
+        self._handshaking.pop(ws, None)  # type: ignore[call-overload]
         remote = ws.remote_address
         conn = Connection(ws)
         peer = Peer(f"{remote[0]}:{remote[1]}" if remote else "", conn)
+        current_peer.set(peer.id)  # this task's log lines are about this peer (see logs.py)
         hub = self.hub
         rate = self._rate
         try:
@@ -283,6 +478,7 @@ class Transport:
                     "closed %s: frame larger than limits.max_frame_bytes (%d)",
                     peer.describe, self.settings.limits.max_frame_bytes, extra={"peer": peer.id},
                 )
+            release_peer(peer.id)  # the count of its suppressed log lines, before its last one
             self.log.info("closed %s code=%s (%d peers)", peer.describe, ws.close_code, len(hub.registry), extra={"peer": peer.id})
 
     # -- the listening socket ----------------------------------------------------------------------
@@ -295,11 +491,24 @@ class Transport:
 
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ssl_context.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+        fds = fd_limit()
+        if fds is not None:
+            self.socket_cap = max(fds - fds_in_use() - ACCEPT_BURST - FD_MARGIN, 2)
+            cap = max(self.socket_cap - HANDSHAKE_RESERVE, 1)
+            if cap < self.max_connections:
+                self.log.warning(
+                    "limits.max_connections lowered from %d to %d: the open-file limit is %d (raise it with ulimit -n)",
+                    self.max_connections, cap, fds,
+                )
+                self.max_connections = cap
+        socket_class = type("HubSocket", (_Socket,), {"hub_transport": self})
         self._server = await serve(
             self._handle,
             host,
             port,
             process_request=self._process_request,
+            server_header=None,  # no product, no versions
+            create_connection=socket_class,
             max_size=self.settings.limits.max_frame_bytes,
             max_queue=16,
             write_limit=self._soft,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -82,6 +84,49 @@ def _summary(hub: Any, origin: str | None) -> None:
         console.print(f"  [red]skipped[/]     {info.name} ({info.distribution}): {info.error}", markup=True)
 
 
+#: Signals whose default action would end the hub without closing anyone: logged and ignored.
+#: (SIGHUP will mean "reload the configuration" once that exists.)
+IGNORED_SIGNALS: dict[str, str] = {
+    "SIGHUP": "reload is not supported yet; ignoring",
+    "SIGUSR1": "ignoring",
+    "SIGUSR2": "ignoring",
+}
+
+
+def _ignored_signals() -> list[tuple[signal.Signals, str]]:
+    return [(getattr(signal, name), note) for name, note in IGNORED_SIGNALS.items() if hasattr(signal, name)]
+
+
+def raise_fd_limit(log: logging.Logger) -> None:
+    """Raise the soft limit on open files to the hard limit (each connection is a file
+    descriptor; distributions often start processes with a soft limit of 1024)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        log.debug("open-file limit: %s (hard %s)", soft, hard)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return
+    log.info("raised the open-file limit from %d to %d", soft, hard)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only reaches this machine (``0.0.0.0``, ``::`` and names other
+    than ``localhost`` do not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> int:
     from .kernel import Hub
 
@@ -91,12 +136,22 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    for sig, note in _ignored_signals():
+        loop.add_signal_handler(sig, hub.log.warning, "received %s: %s", sig.name, note)
     try:
         await hub.start()
     except OSError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
         return 1
     _summary(hub, origin)
+    auth = _section_config(plugins, "auth")
+    if not is_loopback(settings.server.host) and not getattr(auth, "secret", ""):
+        hub.log.warning(
+            "listening on %s without a token: anyone who can reach this address can join, read "
+            "every broadcast and send as any module; set [auth] token (or AUTHENTICATION_TOKEN), "
+            "or bind 127.0.0.1",
+            settings.server.host,
+        )
     await stop.wait()
     hub.log.info("shutting down: closing %d peers", len(hub.registry))
     await hub.shutdown()
@@ -105,6 +160,9 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # until the loop's handlers are in place (see _serve), these must not end the process
+    for sig, _ in _ignored_signals():
+        signal.signal(sig, signal.SIG_IGN)
     try:
         settings, plugins, origin = _load(args, args.config)
     except ConfigError as exc:
@@ -112,7 +170,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import setup_logging
 
     lg = settings.logging
-    setup_logging(lg.level, lg.format, lg.websocket_level, lg.websocket_format)
+    setup_logging(
+        lg.level, lg.format, lg.websocket_level, lg.websocket_format,
+        max_message_chars=lg.max_message_chars, peer_lines_per_second=lg.peer_lines_per_second,
+    )
+    raise_fd_limit(logging.getLogger("airi"))
     try:
         factory = loop_factory(settings.server.event_loop)
     except ConfigError as exc:

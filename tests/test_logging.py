@@ -29,7 +29,7 @@ PRETTY_LOG_LINE = re.compile(r"^\s*(\[?\d\d:\d\d:\d\d\]?)?\s*(TRACE|DEBUG|INFO|W
 @pytest.fixture
 def restore_loggers() -> Iterator[None]:
     """setup_logging() configures process-wide loggers: put them back afterwards."""
-    names = ("airi", "airi.websocket", "websockets")
+    names = ("airi", "airi.websocket", "websockets", "asyncio")
     saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names}
     yield
     for n, (level, handlers, propagate) in saved.items():

@@ -225,7 +225,7 @@ async def partial(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "peers": args.peers, "rss_before_mb": round(rss0 / 1024, 1), "rss_peak_mb": round(peak / 1024, 1),
         "rss_end_mb": round(rss_end / 1024, 1), "seconds": round(elapsed, 1), "peers_by_close_code": codes,
-        "legit_connect_s": round(legit, 3),
+        "legit_connect_s": round(legit, 3), "log_lines": hub.log().count("\n"),
     }
 
 

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["Transport", "Connection", "OriginPolicy", "text_frame", "fd_limit"]
 
 _OPEN = State.OPEN
-_CONNECTING = State.CONNECTING
 
 #: file descriptors kept free besides those open when the hub starts listening: asyncio accepts
 #: up to ``ACCEPT_BURST`` sockets in one go before the transport sees any of them, plus a margin
@@ -356,10 +355,11 @@ class Transport:
         return False
 
     def _refused(self, kind: str, message: str, *args: Any) -> None:
-        """Log a refused handshake: the first of each ``kind`` in a second, then a count."""
+        """Log a refused handshake or a shed socket (a flood of them is what an attacker makes):
+        the first of each ``kind`` in a second, then with the count of the others."""
         admitted, suppressed = self._refusals.admit(kind, time.monotonic())
         if admitted:
-            more = f" ({suppressed} more refused in the last second(s))" if suppressed else ""
+            more = f" ({suppressed} more like it in the last second(s))" if suppressed else ""
             self.log.warning(message + more, *args)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -432,9 +432,10 @@ class Transport:
         sock.evicted = True
         self.hub.stats["pending_overflows"] += 1
         remote = sock.remote_address
-        self.log.warning(
-            "closing %s: %d bytes of an incomplete frame, the most of any connection, while "
-            "limits.max_pending_bytes (%d) is exceeded",
+        self._refused(
+            "pending",
+            "closing %s with 1013: it holds %d bytes of an incomplete frame, the most of any connection, "
+            "and limits.max_pending_bytes (%d) is exceeded",
             f"{remote[0]}:{remote[1]}" if remote else "a connection", held, self._max_pending,
         )
         if sock.protocol.state is _OPEN:

@@ -145,7 +145,7 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> 
         return 1
     _summary(hub, origin)
     auth = _section_config(plugins, "auth")
-    if not is_loopback(settings.server.host) and not getattr(auth, "secret", ""):
+    if not is_loopback(settings.server.host) and not getattr(auth, "enabled", getattr(auth, "secret", "")):
         hub.log.warning(
             "listening on %s without a token: anyone who can reach this address can join, read "
             "every broadcast and send as any module; set [auth] token (or AUTHENTICATION_TOKEN), "

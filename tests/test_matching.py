@@ -140,3 +140,43 @@ def test_hint_never_excludes_a_match(dests: list[Any]) -> None:
     for p in (P, peer(name="other"), peer(name="a"), peer(name="")):
         if compile_destinations(dests)(p):
             assert p.name in hint
+
+
+# -- the glob dialect: no backtracking, bounded cache ---------------------------------------------
+def _regex_oracle(glob: str, value: str) -> bool:
+    import re
+
+    return re.fullmatch("".join(".*" if c == "*" else re.escape(c) for c in glob), value, re.S) is not None
+
+
+@given(st.text(alphabet="ab*", max_size=12), st.text(alphabet="ab", max_size=12))
+@settings(max_examples=1500, deadline=None)
+def test_glob_agrees_with_the_regex_definition(glob: str, value: str) -> None:
+    from airi_core.protocol.glob import compile_glob
+
+    assert compile_glob(glob)(value) is _regex_oracle(glob, value)
+
+
+def test_hostile_globs_cost_one_find_per_piece() -> None:
+    """``********Z`` is one piece after the stars; ``*a*a*...`` calls find once per piece: no
+    choice is ever revisited (the regex form of these took seconds to years)."""
+    from airi_core.protocol.glob import compile_glob, glob_pieces
+
+    assert glob_pieces("********Z") == ("", "Z")
+    assert glob_pieces("a**b***c") == ("a", "b", "c")
+    value = "a" * 5000
+    for glob in ("*" * 200 + "Z", "*a" * 128 + "Z", "*" + "a*" * 100 + "b", ("*" + "a" * 50) * 4 + "*b"):
+        assert compile_glob(glob)(value) is False
+        assert compile_glob(glob)(value[:-1] + "Z") is glob.endswith("Z")
+
+
+def test_long_globs_are_not_cached() -> None:
+    from airi_core.protocol import glob as g
+
+    before = g._compile_cached.cache_info().currsize
+    long_glob = "x" * g.MAX_CACHED_GLOB + "*"
+    assert g.compile_glob(long_glob)("x" * (g.MAX_CACHED_GLOB + 3))
+    assert g._compile_cached.cache_info().currsize == before
+    short = "y" * (g.MAX_CACHED_GLOB - 1) + "*"
+    g.compile_glob(short)
+    assert g.compile_glob(short) is g.compile_glob(short)

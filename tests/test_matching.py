@@ -180,3 +180,48 @@ def test_long_globs_are_not_cached() -> None:
     short = "y" * (g.MAX_CACHED_GLOB - 1) + "*"
     g.compile_glob(short)
     assert g.compile_glob(short) is g.compile_glob(short)
+
+
+# -- work bounds -------------------------------------------------------------------------------------
+def test_measure_counts_terms_and_costs() -> None:
+    from airi_core.protocol.matching import Limits, measure
+
+    lim = Limits()
+    assert measure(["module:a"], lim) == measure(["module:a"], lim).__class__(1, 2, None)
+    m = measure(["*", "*a*b*", {"type": "or", "any": ["label:x", {"type": "ids", "ids": ["p1", "p2"]}]}], lim)
+    # "*" 1; "*a*b*" 1 + 3 x 4 pieces; or 1 + label 2 + ids leaf 2 (one set lookup)
+    assert (m.terms, m.cost, m.error) == (7, 1 + 13 + 5, None)
+    assert measure(["*"] * 64, lim).error is None
+    assert measure(["*"] * 65, lim).error == "too many destinations: at most 64"
+    assert measure([{"type": "ids", "ids": ["x"] * 255}], lim).error is None
+    assert measure([{"type": "ids", "ids": ["x"] * 256}], lim).error == "destinations too complex: at most 256 terms"
+    assert measure(["a" * 256], lim).error is None
+    assert measure(["a" * 257], lim).error == "destination too long: at most 256 characters per string"
+    assert measure([{"type": "label", "selectors": ["k=" + "v" * 255]}], lim).error == "destination too long: at most 256 characters per string"
+    # what compile ignores is not counted (it matches nobody either way)
+    assert measure([{"type": "glob", "glob": 42, "junk": ["x"] * 10_000}], lim).error is None
+
+
+def test_measure_stops_at_the_first_limit() -> None:
+    from airi_core.protocol.matching import Limits, measure
+
+    class Counting(list):  # type: ignore[type-arg]
+        seen = 0
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for item in super().__iter__():
+                Counting.seen += 1
+                yield item
+
+    huge = Counting(["plugin:x"] * 100_000)
+    assert measure([{"type": "plugin", "plugins": huge}], Limits()).error == "destinations too complex: at most 256 terms"
+    assert Counting.seen <= 256
+
+
+@given(st.lists(json_values, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_measure_is_total_and_bounded(dests: list[Any]) -> None:
+    from airi_core.protocol.matching import Limits, measure
+
+    m = measure(dests, Limits(max_destinations=4, max_terms=10, max_string_length=5))
+    assert m.error is not None or (m.terms <= 10 and m.cost >= len(dests))

@@ -6,14 +6,22 @@ other string is a glob (``*`` wildcard) tested against the module name, plugin i
 id. A prefixed string is split at its first ``:`` only. Objects: ``and``/``or`` over nested
 expressions and the leaves ``glob``, ``ids``, ``plugin``, ``instance``, ``label``, ``module``,
 ``source``, each leaf optionally ``inverted``. Anything malformed matches nobody.
+
+Work bounds (:class:`Limits`, :func:`measure`): a hub checks a destination list against limits on
+the number of destinations, of terms (every destination, nested expression and string in a leaf's
+list) and on the length of every string *before* compiling it, and :func:`measure` also gives the
+list's cost per peer (about one unit per comparison), so that the work one event can cause,
+cost x candidate peers, can be capped too. Checking stops at the first limit exceeded: a list of
+50,000 entries costs as little to refuse as one of 65.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .glob import compile_glob
+from .glob import compile_glob, glob_pieces
 from .identity import label_text
 
 
@@ -235,3 +243,137 @@ def destinations_hint(dests: list[Any], depth: int = 0) -> frozenset[str] | None
             return None
         names |= hint
     return frozenset(names)
+
+
+# -- work bounds ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one event's destination list (the ``destinations`` plugin's defaults)."""
+
+    #: Entries of the destination list itself.
+    max_destinations: int = 64
+    #: Terms in all: every destination, every nested expression, every string of a leaf's list.
+    max_terms: int = 256
+    #: Characters of any one string (a glob, a name, an id, a selector).
+    max_string_length: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """What :func:`measure` found: the number of terms, the cost of testing one peer (about one
+    unit per comparison) and, when a limit is exceeded, the error message for the sender."""
+
+    terms: int
+    cost: int
+    error: str | None = None
+
+
+def too_many_destinations(limit: int) -> str:
+    return f"too many destinations: at most {limit}"
+
+
+def destinations_too_complex(limit: int) -> str:
+    return f"destinations too complex: at most {limit} terms"
+
+
+def destination_too_long(limit: int) -> str:
+    return f"destination too long: at most {limit} characters per string"
+
+
+def destinations_too_costly(peers: int, limit: int) -> str:
+    return f"destinations too costly to match against {peers} peers: at most {limit} comparisons per event"
+
+
+class _Exceeded(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def glob_cost(glob: str) -> int:
+    """Units to test one peer against a glob destination: for each of its three values (module
+    name, plugin id, identity id) one per piece between stars and one per 32 characters of the
+    glob (the scans), plus one."""
+    pieces = len(glob_pieces(glob)) if "*" in glob else 1
+    return 1 + 3 * (pieces + len(glob) // 32)
+
+
+def string_cost(dest: str) -> int:
+    if dest == "*":
+        return 1
+    prefix, sep, _ = dest.partition(":")
+    if sep and prefix in _PREFIXES:
+        return 2
+    return glob_cost(dest)
+
+
+_PREFIXES = frozenset(("module", "source", "plugin", "instance", "label", "peer"))
+
+
+class _Meter:
+    __slots__ = ("limits", "terms")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.terms = 0
+
+    def term(self) -> None:
+        self.terms += 1
+        if self.terms > self.limits.max_terms:
+            raise _Exceeded(destinations_too_complex(self.limits.max_terms))
+
+    def string(self, value: str) -> None:
+        if len(value) > self.limits.max_string_length:
+            raise _Exceeded(destination_too_long(self.limits.max_string_length))
+
+    def strings(self, raw: Any) -> int:
+        """Count the entries of a leaf's list (checking each string); their number."""
+        if not isinstance(raw, list):
+            return 0
+        for item in raw:
+            self.term()
+            if isinstance(item, str):
+                self.string(item)
+        return len(raw)
+
+    def expr(self, expr: Any, depth: int) -> int:
+        """Count ``expr`` (mirroring :func:`compile_expression`: only what it looks at); its cost."""
+        self.term()
+        if isinstance(expr, str):
+            self.string(expr)
+            return string_cost(expr)
+        if not isinstance(expr, dict) or depth > MAX_DEPTH:
+            return 1
+        kind = expr.get("type")
+        if kind == "and" or kind == "or":
+            children = expr.get("all" if kind == "and" else "any")
+            if not isinstance(children, list):
+                return 1
+            return 1 + sum(self.expr(c, depth + 1) for c in children)
+        if kind == "glob":
+            glob = expr.get("glob")
+            if not isinstance(glob, str):
+                return 1
+            self.string(glob)
+            return glob_cost(glob)
+        if kind == "label":
+            return 1 + self.strings(expr.get("selectors"))
+        field = _LEAF_FIELDS.get(kind) if isinstance(kind, str) else None
+        if field is not None:
+            self.strings(expr.get(field))
+            return 2  # one set lookup
+        return 1
+
+
+def measure(dests: list[Any], limits: Limits) -> Measure:
+    """Check a destination list against ``limits`` (stopping at the first one exceeded) and
+    give its cost per peer tested. Touches at most ``max_terms + 1`` terms."""
+    if len(dests) > limits.max_destinations:
+        return Measure(0, 0, too_many_destinations(limits.max_destinations))
+    meter = _Meter(limits)
+    try:
+        cost = 0
+        for d in dests:
+            cost += meter.expr(d, 0)
+    except _Exceeded as exc:
+        return Measure(meter.terms, 0, exc.message)
+    return Measure(meter.terms, cost)

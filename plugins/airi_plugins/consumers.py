@@ -12,14 +12,29 @@ pass the route filters (policy, destinations), chosen by ``selection``: ``first`
 (highest priority, then earliest registration), ``round-robin``, or ``sticky`` with
 ``stickyKey``. None available: dropped, and with ``required`` the sender gets ``no consumer
 registered for requested event delivery``.
+
+Bookkeeping costs what changes (``[plugins.consumers]``, :class:`ConsumerSettings`):
+
+- each (event, group) keeps its registrations in selection order, sorted again only after a
+  change; ``first``/``priority`` and ``sticky`` stop at the first available consumer;
+- sticky assignments are indexed by the consumer they point to, so an unregister or a disconnect
+  frees exactly that consumer's assignments;
+- a peer holds at most ``max_registrations_per_peer`` registrations, names of at most
+  ``max_name_length`` characters; a ``stickyKey`` has at most ``max_sticky_key_length``
+  characters; each (event, group) remembers at most ``max_sticky_keys`` assignments and all of
+  them together at most ``sticky_bytes`` (least recently used forgotten first: that key is then
+  assigned afresh, by priority, on its next event).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from airi_core import ACCEPT, Accept, Drop, Event, Hub, Peer, Reject, RouteContext, Targets, errors, hookimpl
 
@@ -32,6 +47,39 @@ CONSUMER_MODES = ("consumer", "consumer-group")
 DEFAULT_GROUP = "default"
 
 Key = tuple[str, str]
+
+#: Bytes counted against ``sticky_bytes`` for one assignment on top of its key's length: its
+#: entries in the per-group, global and per-consumer indexes (measured ~330) and the key's
+#: string object (~50).
+STICKY_OVERHEAD = 400
+
+
+class ConsumerSettings(BaseModel):
+    """``[plugins.consumers]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Registrations (distinct event and group) one peer may hold.
+    max_registrations_per_peer: int = Field(256, ge=1)
+    #: Characters of the ``event`` and ``group`` of a registration.
+    max_name_length: int = Field(256, ge=1)
+    #: Characters of a ``route.delivery.stickyKey``.
+    max_sticky_key_length: int = Field(256, ge=1)
+    #: Sticky assignments remembered per (event, group); the least recently used goes first.
+    max_sticky_keys: int = Field(4096, ge=1)
+    #: Memory all sticky assignments together may use (key length + STICKY_OVERHEAD each).
+    sticky_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+
+def too_many_registrations(limit: int) -> str:
+    return f"too many consumer registrations: at most {limit} per peer"
+
+
+def name_too_long(field: str, limit: int) -> str:
+    return f"the field '{field}' is too long for event consumer registration: at most {limit} characters"
+
+
+def sticky_key_too_long(limit: int) -> str:
+    return f"route.delivery.stickyKey is too long: at most {limit} characters"
 
 
 @dataclass(slots=True)
@@ -73,26 +121,51 @@ def resolve_delivery(event: Event) -> dict[str, Any] | None:
 
 class ConsumerDelivery:
     def __init__(self) -> None:
+        self.settings = ConsumerSettings()
         self.registrations: dict[Key, dict[str, Registration]] = {}
+        self._order: dict[Key, list[Registration]] = {}  # selection order, dropped on change
         self._by_peer: dict[str, set[Key]] = {}
         self._cursor: dict[Key, int] = {}
-        self._sticky: dict[tuple[str, str, str], str] = {}
         self._seq = itertools.count()
+        # sticky assignments: per (event, group) stickyKey -> consumer peer id, in LRU order; the
+        # same in one global LRU (value: its size); and per (consumer, (event, group)) its keys
+        self._sticky: dict[Key, OrderedDict[str, str]] = {}
+        self._sticky_lru: OrderedDict[tuple[Key, str], int] = OrderedDict()
+        self._sticky_of: dict[tuple[str, Key], set[str]] = {}
+        #: What the sticky assignments hold now, in the units of ``sticky_bytes``.
+        self.sticky_used_bytes = 0
+
+    @hookimpl
+    def airi_config_model(self) -> type[BaseModel]:
+        return ConsumerSettings
+
+    @hookimpl
+    def airi_startup(self, hub: Hub) -> None:
+        settings = hub.plugin_config(self)
+        if isinstance(settings, ConsumerSettings):
+            self.settings = settings
 
     # -- registration ------------------------------------------------------------------------------
-    def register(self, peer: Peer, event: str, mode: str, group: Any, priority: Any) -> None:
+    def register(self, peer: Peer, event: str, mode: str, group: Any, priority: Any) -> str | None:
+        """Register ``peer``; the error message when it holds too many registrations already."""
         key = (event, normalize_group(mode, group))
+        keys = self._by_peer.get(peer.id)
+        if keys is not None and key not in keys and len(keys) >= self.settings.max_registrations_per_peer:
+            return too_many_registrations(self.settings.max_registrations_per_peer)
         regs = self.registrations.setdefault(key, {})
         if peer.id not in regs:
             self._cursor.pop(key, None)
         regs[peer.id] = Registration(peer, normalize_priority(priority), next(self._seq))
+        self._order.pop(key, None)
         self._by_peer.setdefault(peer.id, set()).add(key)
+        return None
 
     def unregister(self, peer: Peer, key: Key) -> None:
         regs = self.registrations.get(key)
         if regs is None or regs.pop(peer.id, None) is None:
             return
         self._cursor.pop(key, None)
+        self._order.pop(key, None)
         if not regs:
             del self.registrations[key]
         keys = self._by_peer.get(peer.id)
@@ -100,8 +173,8 @@ class ConsumerDelivery:
             keys.discard(key)
             if not keys:
                 del self._by_peer[peer.id]
-        for sk in [sk for sk, pid in self._sticky.items() if pid == peer.id and sk[:2] == key]:
-            del self._sticky[sk]
+        for sk in self._sticky_of.pop((peer.id, key), ()):
+            self._forget(key, sk, None)
 
     @hookimpl
     def airi_event(self, peer: Peer, event: Event) -> Accept | Reject | None:
@@ -114,17 +187,69 @@ class ConsumerDelivery:
         name = data.get("event")
         if not isinstance(name, str) or not name:
             return Reject(errors.MODULE_CONSUMER_EVENT_INVALID)
-        mode = normalize_mode(data.get("mode"), data.get("group"))
+        group = data.get("group")
+        mode = normalize_mode(data.get("mode"), group)
         if etype == "module:consumer:register":
-            self.register(peer, name, mode, data.get("group"), data.get("priority"))
+            limit = self.settings.max_name_length
+            if len(name) > limit:
+                return Reject(name_too_long("event", limit))
+            if isinstance(group, str) and len(group) > limit:
+                return Reject(name_too_long("group", limit))
+            problem = self.register(peer, name, mode, group, data.get("priority"))
+            if problem is not None:
+                return Reject(problem)
         else:
-            self.unregister(peer, (name, normalize_group(mode, data.get("group"))))
+            self.unregister(peer, (name, normalize_group(mode, group)))
         return ACCEPT
 
     @hookimpl
     def airi_peer_disconnected(self, peer: Peer) -> None:
         for key in list(self._by_peer.get(peer.id, ())):
             self.unregister(peer, key)
+
+    # -- sticky assignments ------------------------------------------------------------------------
+    def sticky_count(self) -> int:
+        """How many sticky assignments are remembered."""
+        return len(self._sticky_lru)
+
+    def _forget(self, key: Key, sk: str, owner_keys: set[str] | None) -> None:
+        """Drop one assignment (``owner_keys``: its consumer's set, when the caller has not
+        removed it already)."""
+        group = self._sticky.get(key)
+        if group is None:
+            return
+        pid = group.pop(sk, None)
+        if pid is None:
+            return
+        if not group:
+            del self._sticky[key]
+        self.sticky_used_bytes -= self._sticky_lru.pop((key, sk), 0)
+        if owner_keys is not None:
+            owner_keys.discard(sk)
+            if not owner_keys:
+                self._sticky_of.pop((pid, key), None)
+
+    def _evict(self, key: Key, sk: str) -> None:
+        pid = self._sticky[key][sk]
+        self._forget(key, sk, self._sticky_of.get((pid, key)))
+
+    def _assign(self, key: Key, sk: str, peer: Peer) -> None:
+        settings = self.settings
+        group = self._sticky.get(key)
+        if group is not None and sk in group:
+            self._evict(key, sk)  # it pointed at a consumer that is not available now
+        size = len(sk) + STICKY_OVERHEAD
+        group = self._sticky.get(key)
+        while group and len(group) >= settings.max_sticky_keys:
+            self._evict(key, next(iter(group)))
+            group = self._sticky.get(key)
+        while self._sticky_lru and self.sticky_used_bytes + size > settings.sticky_bytes:
+            old_key, old_sk = next(iter(self._sticky_lru))
+            self._evict(old_key, old_sk)
+        self._sticky.setdefault(key, OrderedDict())[sk] = peer.id
+        self._sticky_lru[(key, sk)] = size
+        self.sticky_used_bytes += size
+        self._sticky_of.setdefault((peer.id, key), set()).add(sk)
 
     # -- delivery ----------------------------------------------------------------------------------
     @hookimpl(trylast=True)  # after every other route plugin: it picks among what they left
@@ -135,6 +260,10 @@ class ConsumerDelivery:
         mode = delivery.get("mode")
         if mode not in CONSUMER_MODES:
             return None
+        sticky_key = delivery.get("stickyKey")
+        if delivery.get("selection") == "sticky" and isinstance(sticky_key, str) and len(sticky_key) > self.settings.max_sticky_key_length:
+            message = sticky_key_too_long(self.settings.max_sticky_key_length)
+            return Drop(message, message)
         chosen = self.select(ctx, mode, delivery)
         if chosen is None:
             hub.log.warning("no consumer registered for '%s' delivery (group %s)", ctx.event.type, normalize_group(mode, delivery.get("group")))
@@ -149,31 +278,39 @@ class ConsumerDelivery:
         regs = self.registrations.get(key)
         if not regs:
             return None
+        order = self._order.get(key)
+        if order is None:
+            order = self._order[key] = sorted(regs.values(), key=lambda r: (-r.priority, r.seq))
         sender = ctx.sender
         registry = ctx.hub.registry
-        available = sorted(
-            (
-                r for r in regs.values()
-                if r.peer is not sender and r.peer.authenticated and r.peer.healthy
-                and r.peer in registry and ctx.accepts(r.peer)
-            ),
-            key=lambda r: (-r.priority, r.seq),
-        )
-        if not available:
-            return None
+
+        def available(r: Registration) -> bool:
+            p = r.peer
+            return p is not sender and p.authenticated and p.healthy and p in registry and ctx.accepts(p)
+
         selection = delivery.get("selection") or "first"
+        if selection == "round-robin":
+            ready = [r for r in order if available(r)]
+            if not ready:
+                return None
+            cursor = self._cursor.get(key, 0)
+            chosen = ready[cursor % len(ready)]
+            self._cursor[key] = (cursor + 1) % len(ready)
+            return chosen.peer
         sticky_key = delivery.get("stickyKey")
         if selection == "sticky" and isinstance(sticky_key, str) and sticky_key:
-            skey = (key[0], key[1], sticky_key)
-            pid = self._sticky.get(skey)
-            for r in available:
-                if r.peer.id == pid:
-                    return r.peer
-            self._sticky[skey] = available[0].peer.id
-            return available[0].peer
-        if selection == "round-robin":
-            cursor = self._cursor.get(key, 0)
-            chosen = available[cursor % len(available)]
-            self._cursor[key] = (cursor + 1) % len(available)
-            return chosen.peer
-        return available[0].peer
+            group = self._sticky.get(key)
+            pid = group.get(sticky_key) if group is not None else None
+            if pid is not None:
+                reg = regs.get(pid)
+                if reg is not None and available(reg):
+                    group.move_to_end(sticky_key)  # type: ignore[union-attr]
+                    self._sticky_lru.move_to_end((key, sticky_key))
+                    return reg.peer
+            first = next((r for r in order if available(r)), None)
+            if first is None:
+                return None
+            self._assign(key, sticky_key, first.peer)
+            return first.peer
+        first = next((r for r in order if available(r)), None)
+        return first.peer if first is not None else None

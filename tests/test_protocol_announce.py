@@ -264,18 +264,29 @@ async def test_de_announce_not_sent_to_unauthenticated_peers(airi_hub_factory, a
 
 
 # -- identity --------------------------------------------------------------------------------------
-async def test_metadata_source_is_the_identity_before_announcing(airi_hub, airi_connect):
+async def test_metadata_source_never_becomes_the_identity_before_announcing(airi_hub, airi_connect):
+    """Deliberate difference (issue 9): PROTOCOL.md lets an authenticated peer's metadata.source
+    be its identity until it announces; here an unannounced peer has no identity to match on.
+    It still receives broadcasts and peer:ID, never plugin:/instance:/label: destinations,
+    whatever its frames claim."""
     a = await airi_connect(airi_hub, "a", announce=True)
     b = await airi_connect(airi_hub, "b")
     b.identity = identity("claimed", "claimed-plugin", labels={"role": "x"})
-    # any event carrying metadata.source sets b's identity (this one goes nowhere)
     await b.send("test:hello", {}, route={"destinations": []})
     assert await probe_one(a, [b]) == {"b"}
+    b_id = next(p.id for p in airi_hub.registry if p.name == "" and p.authenticated)
     res = [
         await probe_one(a, [b], route={"destinations": [dest]})
-        for dest in ("plugin:claimed-plugin", "instance:claimed-instance", "label:role=x", "plugin:b")
+        for dest in ("plugin:claimed-plugin", "instance:claimed-instance", "label:role=x", "plugin:b", "*", f"peer:{b_id}")
     ]
-    assert res == [{"b"}, {"b"}, {"b"}, set()]
+    assert res == [set(), set(), set(), set(), {"b"}, {"b"}]
+    # once it announces, its announced identity is what destinations match
+    await b.announce("b", identity=identity("b", "real-plugin", labels={"role": "y"}))
+    res = [
+        await probe_one(a, [b], route={"destinations": [dest]})
+        for dest in ("plugin:claimed-plugin", "label:role=x", "plugin:real-plugin", "label:role=y")
+    ]
+    assert res == [set(), set(), {"b"}, {"b"}]
 
 
 async def test_announced_identity_is_authoritative(airi_hub, airi_connect):

@@ -173,9 +173,16 @@ async def test_re_announce_is_the_way_to_change_identity(airi_hub, airi_connect)
     assert await probe_one(peer, [w.sender, *w.clients.values()], {"bypass": True, **NOWHERE}) == ALL | {"ui"}
 
 
-async def test_unannounced_peer_identity_from_metadata_source_counts_for_devtools(airi_hub, airi_connect):
-    """Before announcing, an authenticated peer's identity is its metadata.source."""
+async def test_unannounced_peer_never_counts_as_devtools_whatever_its_metadata_source(airi_hub, airi_connect):
+    """Deliberate difference (issue 9): PROTOCOL.md makes an unannounced peer's metadata.source
+    its identity, so claiming the devtools label bypassed the policy. Devtools powers come from
+    the announced identity only."""
     w = await build_world(airi_hub, airi_connect)
     dev = await airi_connect(airi_hub, "dev")
     dev.identity = identity("dev", labels={"devtools": "true"})
+    assert await probe_one(dev, [w.sender, *w.clients.values()], {"bypass": True, **NOWHERE}) == set()
+    dev.identity = identity("devtools-ui", "proj-airi:devtools", labels={"devtools": "1"})
+    assert await probe_one(dev, [w.sender, *w.clients.values()], {"bypass": True, **NOWHERE}) == set()
+    # the same label, announced, grants it
+    await dev.announce("dev", identity=identity("dev", labels={"devtools": "true"}))
     assert await probe_one(dev, [w.sender, *w.clients.values()], {"bypass": True, **NOWHERE}) == ALL | {"ui"}

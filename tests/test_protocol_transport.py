@@ -70,7 +70,7 @@ async def test_object_with_both_type_and_json_keys_is_not_unwrapped(airi_hub, ai
     a = await airi_connect(airi_hub, "a", announce=True)
     b = await airi_connect(airi_hub, "b", announce=True)
     p = nonce()
-    text = json.dumps({"type": "test:both", "json": {"type": "other"}, "data": {"probe": p}, "metadata": {"event": {"id": p}}})
+    text = json.dumps({"type": "test:both", "json": {"type": "other"}, "data": {"probe": p}, "metadata": {"event": {"id": p}, "source": a.identity}})
     start = b.mark()
     await a.send_raw(text)
     ev = await b.wait_for("test:both", start=start)
@@ -83,6 +83,7 @@ async def test_binary_frame_is_decoded_as_utf8_text(airi_hub, airi_connect):
     b = await airi_connect(airi_hub, "b", announce=True)
     p = nonce()
     ev = a.event("test:binary", {"probe": p, "text": "h\u00e9llo \U0001f49b"})
+    ev["metadata"]["source"] = a.identity
     text = json.dumps(ev, ensure_ascii=False)
     start = b.mark()
     await a.send_raw(text.encode("utf-8"))
@@ -139,6 +140,11 @@ async def test_wire_format_json_sends_plain_events(airi_hub_factory, airi_connec
 
 
 # -- forwarding -----------------------------------------------------------------------------------
+# Byte-identical forwarding holds when the frame's metadata.source is the sender's announced
+# identity (as AIRI clients send it); any other source is replaced, see tests/test_security_trust.py
+SOURCE_A = '"source":{"id":"a-instance","kind":"plugin","plugin":{"id":"a"}}'
+
+
 async def test_wrapped_frame_is_forwarded_byte_identical(airi_hub, airi_connect):
     a = await airi_connect(airi_hub, "a", announce=True)
     b = await airi_connect(airi_hub, "b", announce=True)
@@ -146,7 +152,7 @@ async def test_wrapped_frame_is_forwarded_byte_identical(airi_hub, airi_connect)
     p = nonce()
     # odd spacing, key order and escapes: any decode/re-encode would change these bytes
     text = (
-        '{ "json" :{"metadata":{"event":{"id":"' + p + '"}},  "data" : {"probe":"' + p + '",'
+        '{ "json" :{"metadata":{"event":{"id":"' + p + '"},' + SOURCE_A + '},  "data" : {"probe":"' + p + '",'
         '"u":"\\u00e9\\ud83d\\udc9b", "n": 1.50, "big": 12345678901234567890},"type":"test:fwd" } }'
     )
     starts = (b.mark(), c.mark())
@@ -161,7 +167,7 @@ async def test_plain_frame_is_forwarded_as_json_wrapper_of_raw_text(airi_hub, ai
     a = await airi_connect(airi_hub, "a", announce=True)
     b = await airi_connect(airi_hub, "b", announce=True)
     p = nonce()
-    text = '{"type" : "test:fwd",\n "data":{"probe":"' + p + '", "x": [1, 2.0, "\\u00e9"]} ,"metadata":{"event":{"id":"' + p + '"}}}'
+    text = '{"type" : "test:fwd",\n "data":{"probe":"' + p + '", "x": [1, 2.0, "\\u00e9"]} ,"metadata":{"event":{"id":"' + p + '"},' + SOURCE_A + '}}'
     start = b.mark()
     await a.send_raw(text)
     await b.wait_for("test:fwd", start=start)
@@ -173,8 +179,8 @@ async def test_wire_format_json_forwards_plain_events_verbatim(airi_hub_factory,
     a = await airi_connect(hub, "a", announce=True)
     b = await airi_connect(hub, "b", announce=True)
     p, q = nonce(), nonce()
-    plain = '{"type":"test:fwd",  "data":{"probe":"' + p + '"},"metadata":{"event":{"id":"' + p + '"}}}'
-    inner = {"type": "test:fwd", "data": {"probe": q}, "metadata": {"event": {"id": q}}}
+    plain = '{"type":"test:fwd",  "data":{"probe":"' + p + '"},"metadata":{"event":{"id":"' + p + '"},' + SOURCE_A + '}}'
+    inner = {"type": "test:fwd", "data": {"probe": q}, "metadata": {"event": {"id": q}, "source": a.identity}}
     start = b.mark()
     await a.send_raw(plain)
     await a.send_raw(json.dumps({"json": inner}))
@@ -262,7 +268,7 @@ async def test_property_any_event_is_forwarded_without_reencoding(airi_hub, airi
         clients = hub._prop_clients = (a, b)
     a, b = clients
     p = nonce()
-    event = {"type": "test:prop", "data": {**payload, "probe": p}, "metadata": {"event": {"id": p}}}
+    event = {"type": "test:prop", "data": {**payload, "probe": p}, "metadata": {"event": {"id": p}, "source": a.identity}}
     body = {"json": event} if wrap else event
     text = json.dumps(body, ensure_ascii=ensure_ascii, indent=indent)
     start = b.mark()

@@ -47,3 +47,45 @@ PERMISSION_DENIED = "permission denied"
 def permission_denied(what: str) -> str:
     """``permission denied: <what>``, the answer to an action a client's credential does not allow."""
     return f"{PERMISSION_DENIED}: {what}"
+
+
+# -- the hub's own errors (not in the reference; clients see them only when they break a rule
+# the reference did not have). Added, never reworded either. --------------------------------------
+MODULE_ANNOUNCE_SERVER_IDENTITY = (
+    "module identity must not be the server's (plugin id 'proj-airi:server-runtime' or the hub's "
+    "instance id) for event 'module:announce'"
+)
+SERVER_SOURCE_CLAIMED = (
+    "metadata.source claims the server's identity (plugin id 'proj-airi:server-runtime'): "
+    "only the hub sends as the server, event refused"
+)
+
+
+def server_only_event(event_type: str) -> str:
+    """A peer sent an event type only the server originates (``registry:*``,
+    ``module:authenticated``, ``module:announced``, ``module:de-announced``, ``module:configure``,
+    ``error``)."""
+    return f"the event type '{event_type}' is sent by the server only, event refused"
+
+
+def announce_name_too_long(limit: int) -> str:
+    return f"the field 'name' must be at most {limit} characters for event 'module:announce'"
+
+
+def announce_identity_too_large(limit: int) -> str:
+    return f"the field 'identity' must be at most {limit} bytes of JSON for event 'module:announce'"
+
+
+def announce_too_many_labels(limit: int) -> str:
+    return f"the module identity must have at most {limit} labels for event 'module:announce'"
+
+
+def announce_rate_limited(burst: int, per_second: float) -> str:
+    return (
+        f"announce rate limit exceeded: at most {burst} announces at once, then {per_second:g} per "
+        "second; announce refused"
+    )
+
+
+def registry_full(limit: int) -> str:
+    return f"the module registry is full (at most {limit} bytes of module entries); announce refused"

@@ -1,8 +1,15 @@
 """Events on the wire: frame decoding (plain or superjson-wrapped JSON), envelope validation,
-encoding, and ids.
+encoding, sender attribution, and ids.
 
 Each frame is parsed exactly once. The decoded :class:`Event` keeps the sender's raw text so a
 routed event can be forwarded without re-encoding it per receiver (see :meth:`Event.forward_text`).
+Only strict JSON is accepted: ``NaN``, ``Infinity``, ``-Infinity`` and lone UTF-16 surrogates
+(``"\\ud800"``) are refused with ``invalid JSON, error: ...``, since receivers with a strict
+parser (I-JSON, RFC 7493) could not read a frame carrying them, and the hub could not re-encode it.
+
+:meth:`Event.attributed` is how receivers can trust ``metadata.source``: the hub forwards an
+event with the sender's announced identity as its source (byte-identical when the frame already
+says so), and confines the sender's superjson ``meta`` to ``data`` (see :func:`confine_meta`).
 """
 
 from __future__ import annotations
@@ -15,27 +22,84 @@ from typing import Any
 from . import errors
 from .identity import SERVER_PLUGIN_ID, instance_id_of, plugin_id_of
 
-__all__ = ["Event", "DecodeError", "decode_frame", "dumps", "new_id", "HEARTBEAT_FRAMES"]
+__all__ = [
+    "Event",
+    "DecodeError",
+    "decode_frame",
+    "dumps",
+    "canonical",
+    "same_json",
+    "confine_meta",
+    "new_id",
+    "HEARTBEAT_FRAMES",
+    "SERVER_EVENT_TYPES",
+    "is_server_event_type",
+]
 
 #: Raw text frames that are transport heartbeats, not events.
 HEARTBEAT_FRAMES = frozenset({"ping", "pong"})
 
-_decoder = json.JSONDecoder()
+#: Event types only the server originates; a peer sending one is refused (besides these, every
+#: ``registry:*`` type, see :func:`is_server_event_type`).
+SERVER_EVENT_TYPES = frozenset(
+    {"error", "module:authenticated", "module:announced", "module:de-announced", "module:configure"}
+)
+
+
+def is_server_event_type(type: str) -> bool:
+    """True for the types only the server sends: :data:`SERVER_EVENT_TYPES` and ``registry:*``."""
+    return type in SERVER_EVENT_TYPES or type.startswith("registry:")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON value")
+
+
+# the stdlib decides what orjson refuses (integers beyond 64 bits, nesting deeper than 1024),
+# minus NaN/Infinity, which no strict JSON parser reads
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
 _fast_loads: Callable[[str], Any]
 _FastError: type[Exception]
+_fast_dumps: Callable[[Any], bytes] | None
 try:  # orjson parses a frame ~2.5-3x faster (bench/json_libs.py): +8-14% hub throughput
     from orjson import JSONDecodeError as _FastError
+    from orjson import dumps as _fast_dumps
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - a platform without orjson wheels
     _fast_loads = _decoder.decode
     _FastError = json.JSONDecodeError
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    _fast_dumps = None
+# allow_nan=False: the hub never writes NaN/Infinity (a plugin that tries gets an error)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def dumps(value: Any) -> str:
     """Compact JSON text, UTF-8 kept as is (the reference's JSON.stringify style)."""
     return _encoder.encode(value)
+
+
+def _dumps_fast(value: Any) -> str:
+    """:func:`dumps` through orjson when it can (2-4x faster; same text for what the hub decoded:
+    it refuses NaN and lone surrogates, so only integers beyond 64 bits take the slow way)."""
+    if _fast_dumps is not None:
+        try:
+            return _fast_dumps(value).decode()
+        except TypeError:
+            pass
+    return _encoder.encode(value)
+
+
+def canonical(value: Any) -> bytes:
+    """Compact JSON bytes of ``value`` with its keys in their order: two decoded values are the
+    same JSON (``true`` is not ``1``, ``1`` is not ``1.0``) exactly when these bytes are equal.
+    Used to compare a frame's ``metadata.source`` with the sender's announced identity."""
+    if _fast_dumps is not None:
+        try:
+            return _fast_dumps(value)
+        except TypeError:
+            pass
+    return _encoder.encode(value).encode()
 
 
 def new_id() -> str:
@@ -61,6 +125,11 @@ class Event:
     whether it came superjson-wrapped and ``meta`` is superjson's ``meta`` then (values such as
     ``Date`` stay in their JSON form in ``data``). ``body`` is the event object as received.
     Treat an Event as read-only: the hub hands the same object to every hook.
+
+    On the hub, hooks that see a peer's event after authentication and announce handling
+    (``airi_event``, ``airi_route``) get it :meth:`attributed`: ``metadata.source`` is the
+    sender's announced identity (absent for a peer that has not announced) and ``raw`` the text
+    the hub forwards (the sender's frame byte for byte when it already said so).
     """
 
     __slots__ = ("type", "data", "metadata", "route", "raw", "wrapped", "body", "meta", "_plain", "_wrapped_text")
@@ -143,6 +212,53 @@ class Event:
     def __repr__(self) -> str:
         return f"<Event {self.type!r} id={self.id!r}>"
 
+    def attributed(self, identity: dict[str, Any] | None, key: bytes | None = None) -> Event:
+        """This event as the hub forwards it from a sender whose announced identity is
+        ``identity`` (None: the sender has not announced, so it has no identity to claim).
+
+        Returns ``self`` (forwarded byte for byte) when ``metadata.source`` is already exactly
+        ``identity`` as JSON (absent for None) and the superjson ``meta``, if any, annotates
+        nothing outside ``data``. Otherwise a copy re-encoded once: ``metadata.source`` set to
+        ``identity`` (removed for None), ``meta`` confined (:func:`confine_meta`), every other
+        field as sent. ``key`` is ``canonical(identity)`` when the caller keeps it."""
+        md = self.metadata
+        src = md.get("source") if md is not None else None
+        if src is None:
+            same = identity is None
+        elif identity is None:
+            same = False
+        else:
+            same = (
+                src is identity
+                or canonical(src) == (key if key is not None else canonical(identity))
+                or same_json(src, identity)  # the same object with its keys in another order
+            )
+        meta = self.meta
+        confined = None
+        if meta is not None:
+            confined = confine_meta(meta)
+            same = same and confined is meta
+        if same:
+            return self
+        metadata = dict(md) if md is not None else {}
+        if identity is None:
+            metadata.pop("source", None)
+        else:
+            metadata["source"] = identity
+        body = dict(self.body)
+        if metadata or md is not None:
+            body["metadata"] = metadata
+        else:
+            metadata = None  # type: ignore[assignment]  # nothing to say: keep it absent
+        if self.wrapped:
+            outer: dict[str, Any] = {"json": body}
+            if confined:
+                outer["meta"] = confined
+            raw = _dumps_fast(outer)
+        else:
+            raw = _dumps_fast(body)
+        return Event(self.type, self.data, metadata, self.route, raw, self.wrapped, body, confined)
+
     def forward_text(self, wrap: bool) -> str:
         """The text to forward to receivers, computed once per event.
 
@@ -161,6 +277,98 @@ class Event:
             text = dumps(self.body) if self.wrapped else self.raw
             self._plain = text
         return text
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are the same JSON value, object keys in any order (``true`` is not ``1``,
+    ``1`` is not ``1.0``, unlike Python's ``==``)."""
+    if a != b:
+        return False
+    return _strict_equal(a, b)
+
+
+def _strict_equal(a: Any, b: Any) -> bool:
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is dict:
+        return len(a) == len(b) and all(k in b and _strict_equal(v, b[k]) for k, v in a.items())
+    if ta is list:
+        return len(a) == len(b) and all(map(_strict_equal, a, b))
+    return bool(a == b)
+
+
+def _in_data(path: Any) -> bool:
+    # a superjson path ("a.b", dots inside a key escaped as "\\.") whose first key is "data"
+    return type(path) is str and (path == "data" or path.startswith("data."))
+
+
+def _confine_paths(paths: Any) -> Any:
+    if type(paths) is not list:
+        return None
+    kept = [p for p in paths if _in_data(p)]
+    return paths if len(kept) == len(paths) else kept
+
+
+def _confine_refs(refs: Any) -> Any:
+    if type(refs) is dict:
+        out: dict[str, Any] = {}
+        changed = False
+        for rep, paths in refs.items():
+            kept = _confine_paths(paths)
+            if kept is not paths:
+                changed = True
+            if kept:
+                out[rep] = kept
+        return out if changed else refs
+    if type(refs) is list and 1 <= len(refs) <= 2:
+        root = _confine_paths(refs[0])
+        other = _confine_refs(refs[1]) if len(refs) == 2 and type(refs[1]) is dict else None
+        if root is refs[0] and (len(refs) == 1 or other is refs[1]):
+            return refs
+        if other:
+            return [root or [], other]
+        return [root] if root else None
+    return None
+
+
+def confine_meta(meta: Any) -> dict[str, Any] | None:
+    """The sender's superjson ``meta`` as the hub forwards it: ``meta`` itself when every path it
+    annotates lies inside ``data``, else a copy without the annotations that reach outside it
+    (None when nothing is left).
+
+    superjson applies ``meta`` to the whole event on the receiving side: ``values`` converts the
+    value at a path (``["undefined"]`` erases it) and ``referentialEqualities`` copies one path's
+    object to others, so an unchecked ``meta`` could rewrite ``metadata.source`` or ``type``
+    after the hub attributed them. Type annotations inside ``data`` (a ``Date``, a ``Map``...) and
+    equalities written into ``data`` pass unchanged; ``v`` is kept; anything else is dropped."""
+    if type(meta) is not dict:
+        return None
+    out: dict[str, Any] = {}
+    changed = False
+    for k, v in meta.items():
+        if k == "values":
+            if type(v) is dict:
+                kept = {p: t for p, t in v.items() if _in_data(p)}
+                if len(kept) != len(v):
+                    changed = True
+                if kept:
+                    out[k] = kept
+            else:  # a root annotation ([type, children]) or garbage: the root is the event itself
+                changed = True
+        elif k == "referentialEqualities":
+            refs = _confine_refs(v)
+            if refs is not v:
+                changed = True
+            if refs:
+                out[k] = refs
+        elif k == "v":
+            out[k] = v
+        else:
+            changed = True
+    if not changed:
+        return meta
+    return out or None
 
 
 def _as_text(frame: str | bytes) -> str:
@@ -183,9 +391,11 @@ def decode_frame(frame: str | bytes) -> Event:
     try:
         try:
             obj = _fast_loads(text)
-        except _FastError:
-            # what orjson refuses, the stdlib decides: it accepts what the hub always accepted
-            # (integers beyond 64 bits, lone surrogates) and words the error the same way
+        except _FastError as fast:
+            if "surrogate" in str(fast):  # a lone UTF-16 surrogate: no strict parser reads it
+                raise DecodeError(errors.invalid_json(str(fast))) from None
+            # what else orjson refuses, the stdlib decides: integers beyond 64 bits and deep
+            # nesting pass, NaN/Infinity do not; its error wording is the hub's usual one
             obj = _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(errors.invalid_json(str(exc))) from None

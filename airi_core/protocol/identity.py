@@ -21,6 +21,7 @@ __all__ = [
     "label_text",
     "non_negative_int",
     "announce_error",
+    "label_count",
 ]
 
 #: ``metadata.source.plugin.id`` of every event the hub itself originates.
@@ -41,6 +42,17 @@ def labels_of(identity: Any) -> dict[str, Any]:
     if isinstance(own, dict):
         labels.update(own)
     return labels
+
+
+def label_count(identity: Any) -> int:
+    """How many labels ``identity`` declares (``plugin.labels`` and ``labels`` together, before
+    the overlay): what a label limit bounds, since every one is matched against selectors."""
+    if not isinstance(identity, dict):
+        return 0
+    plugin = identity.get("plugin")
+    pl = plugin.get("labels") if isinstance(plugin, dict) else None
+    own = identity.get("labels")
+    return (len(pl) if isinstance(pl, dict) else 0) + (len(own) if isinstance(own, dict) else 0)
 
 
 def plugin_id_of(identity: Any) -> str:

@@ -11,11 +11,15 @@ For every frame the transport hands over (:meth:`Hub.on_frame`):
    ``airi_announce``; anything else -> ``airi_event`` (a plugin may claim it), else routing:
    ``airi_route`` decides, the kernel delivers the sender's frame unchanged.
 
-Kernel rules (the only behaviour not in a plugin): the envelope checks; an unauthenticated peer
-can neither announce nor route; once announced, a peer's announced identity is authoritative
-(before that, ``metadata.source`` is its identity); a routed event never goes back to its sender
-nor to an unauthenticated peer, and goes only to peers that pass every filter of the route
-context; no plugin failure ends a connection.
+Kernel rules (the only behaviour not in a plugin): the envelope checks (strict JSON only); an
+unauthenticated peer can neither announce nor route; nothing is processed for a peer once it was
+dropped (frames it sent before are ignored); a peer's identity is the one it announced, never what
+its frames' ``metadata.source`` claims, and no identity before it announced; no peer may look
+like the server (server-only event types, the server's source, the server's identity in an
+announce are refused); every event plugins see and receivers get carries the sender's announced
+identity as ``metadata.source`` (:meth:`Event.attributed`); a routed event never goes back to its
+sender nor to an unauthenticated peer, and goes only to peers that pass every filter of the
+route context; no plugin failure ends a connection.
 
 :class:`Hub` is also the API plugins use: see its docstring. Everything about sockets is in
 :mod:`airi_core.server.transport`.
@@ -35,8 +39,8 @@ from websockets.asyncio.server import Server
 
 from .. import __version__
 from ..protocol import errors
-from ..protocol.events import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, new_id
-from ..protocol.identity import SERVER_PLUGIN_ID, announce_error, non_negative_int
+from ..protocol.events import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, is_server_event_type, new_id
+from ..protocol.identity import SERVER_PLUGIN_ID, announce_error, instance_id_of, non_negative_int, plugin_id_of
 from .config import Settings
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
 from .hooks import Hooks, PluginError
@@ -66,7 +70,7 @@ class Hub:
       (:class:`~airi_core.server.registry.PeerRegistry`), :attr:`stats` (counters; a plugin may
       add its own), :attr:`log`, :meth:`plugin_config`;
     - sending: :meth:`send`, :meth:`send_error`, :meth:`broadcast`, :meth:`metadata`;
-    - peers: :meth:`set_health`, :meth:`disconnect`;
+    - peers: :meth:`set_health`, :meth:`disconnect`, :meth:`backlog`;
     - routing: :meth:`add_route_filter` / :meth:`remove_route_filter` (a filter that holds for
       every routed event, whatever the route plugins decide);
     - plugins at run time: :attr:`plugins` (``hub.plugins.register(obj, name)`` /
@@ -136,12 +140,32 @@ class Hub:
         self.wslog.debug("error to %s: %s", peer.display, message)
         self.send(peer, "error", {"message": message}, parent_id)
 
-    def broadcast(self, type: str, data: Any, parent_id: str | None = None, *, exclude: Peer | None = None) -> int:
-        """Send one server-originated event to every authenticated peer (but ``exclude``),
-        encoded once; returns the size of the encoded event."""
+    def broadcast(
+        self,
+        type: str,
+        data: Any,
+        parent_id: str | None = None,
+        *,
+        exclude: Peer | None = None,
+        to: Iterable[Peer] | None = None,
+    ) -> int:
+        """Send one server-originated event to every authenticated peer (but ``exclude``), or
+        only to the authenticated peers among ``to``, encoded once; returns the size of the
+        encoded event."""
         text = self.encode(type, data, parent_id)
-        self._transport.write([p for p in self.registry.authenticated() if p is not exclude], text)
+        if to is None:
+            peers = [p for p in self.registry.authenticated() if p is not exclude]
+        else:
+            peers = [p for p in to if p is not exclude and p.authenticated and not p.closed]
+        self._transport.write(peers, text)
         return len(text)
+
+    def backlog(self, peer: Peer) -> int:
+        """Bytes sent to ``peer`` that it has not taken yet (queued in the hub or in the socket's
+        write buffer); 0 for a peer without a socket. Compare with ``settings.limits``
+        ``outbound_soft_bytes`` (behind) and ``outbound_hard_bytes`` (dropped as a slow
+        consumer) before sending something large that can wait (the registry plugin's syncs)."""
+        return self._transport.backlog(peer)
 
     def set_health(self, peer: Peer, healthy: bool, reason: str) -> None:
         """Set ``peer.healthy`` and, when it changed, tell the plugins (``airi_peer_health_changed``)."""
@@ -228,6 +252,10 @@ class Hub:
         """Handle one frame from ``peer``. Returns an awaitable when an async hook is involved; the
         transport awaits it before the next frame, so replies to one peer go out in the order
         its frames came in."""
+        if peer.closed:
+            # dropped (slow consumer, heartbeat expired, ...): what it sent before the drop and
+            # the socket still delivers is ignored, so it can no longer announce or route
+            return None
         self.stats["frames_in"] += 1
         peer.last_seen = time.monotonic()
         if not peer.healthy:
@@ -240,12 +268,6 @@ class Hub:
         except DecodeError as exc:
             self.send_error(peer, exc.message, exc.parent_id)
             return None
-        if peer.authenticated and not peer.announced:
-            src = event.source
-            if src is not None:
-                # before announcing, the peer's identity is whatever it last claimed; once
-                # announced the registry's identity is authoritative (PROTOCOL improvement)
-                peer.set_identity(src)
         return self._guard(peer, event, self._dispatch, peer, event)
 
     def _guard(self, peer: Peer, event: Event | None, call: Any, *args: Any) -> Awaitable[None] | None:
@@ -283,6 +305,21 @@ class Hub:
             return self._authenticate(peer, event)
         if etype == "module:announce":
             return self._announce(peer, event)
+        # from here on the event may reach other peers: it must not look like the server's, and
+        # it carries its sender's announced identity (nothing a frame claims)
+        if is_server_event_type(etype):
+            self.send_error(peer, errors.server_only_event(etype), event.id)
+            return None
+        md = event.metadata
+        if md is not None:
+            src = md.get("source")
+            if src is not None and plugin_id_of(src) == SERVER_PLUGIN_ID:
+                self.send_error(peer, errors.SERVER_SOURCE_CLAIMED, event.id)
+                return None
+        if peer.announced:
+            event = event.attributed(peer.identity, peer.identity_key)
+        else:
+            event = event.attributed(None)
         claim = self._hooks.event(self, peer, event)
         if claim is None:
             self._route(peer, event)
@@ -305,6 +342,8 @@ class Hub:
         res = self._hooks.authenticate(self, peer, token if isinstance(token, str) else "", event)
         if _maybe(res) is not None:
             res = await res
+        if peer.closed:
+            return
         if isinstance(res, Accept):
             self.wslog.debug("authenticated %s", peer.describe, extra={"peer": peer.id})
             await self._accept(peer, event.id)
@@ -319,6 +358,10 @@ class Hub:
         problem = announce_error(data)
         if problem is None and not peer.authenticated:
             problem = errors.MUST_AUTHENTICATE_BEFORE_ANNOUNCING
+        if problem is None:
+            identity = data["identity"]
+            if plugin_id_of(identity) == SERVER_PLUGIN_ID or instance_id_of(identity) == self.instance_id:
+                problem = errors.MODULE_ANNOUNCE_SERVER_IDENTITY
         if problem is not None:
             self.send_error(peer, problem, event.id)
             return
@@ -333,10 +376,12 @@ class Hub:
         res = self._hooks.announce(self, peer, ann, event)
         if _maybe(res) is not None:
             res = await res
-        if isinstance(res, Reject):
+        if isinstance(res, Reject) and not peer.closed:
             self.send_error(peer, res.message, event.id)
 
     def _route(self, sender: Peer, event: Event) -> None:
+        if sender.closed:  # dropped while a plugin's async airi_event was deciding
+            return
         if not sender.authenticated:
             self.send_error(sender, errors.NOT_AUTHENTICATED, event.id)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.events import canonical
 from ..protocol.identity import instance_id_of, labels_of, plugin_id_of
 
 if TYPE_CHECKING:
@@ -27,9 +28,11 @@ class Peer:
     - ``id``: connection id, unique in this hub (``peer:ID`` destinations); ``remote``: address;
     - ``authenticated``; ``announced``; ``name`` / ``index``: the announced module (``name`` is
       ``""`` before announcing, ``index`` None when absent);
-    - ``identity``: the ``ModuleIdentity`` object (announced, or claimed by ``metadata.source``
-      before announcing), and what routing derives from it: ``labels``, ``plugin_id``,
-      ``instance_id``;
+    - ``identity``: the announced ``ModuleIdentity`` object (None before announcing: what a
+      frame's ``metadata.source`` claims never becomes a peer's identity), and what routing
+      derives from it: ``labels``, ``plugin_id``, ``instance_id`` (empty before announcing, so
+      an unannounced peer matches no ``plugin:``/``instance:``/``label:`` destination, no policy
+      allow-list and never counts as devtools; it still receives broadcasts and ``peer:ID``);
     - ``healthy`` (see :meth:`Hub.set_health`); ``last_seen``: ``time.monotonic()`` of the
       peer's last frame (the kernel records it for every frame); ``closed``: the hub has
       detached it and nothing more reaches it.
@@ -49,6 +52,7 @@ class Peer:
         "labels",
         "plugin_id",
         "instance_id",
+        "identity_key",
         "healthy",
         "last_seen",
         "closed",
@@ -68,6 +72,8 @@ class Peer:
         self.labels: dict[str, Any] = {}
         self.plugin_id = ""
         self.instance_id = ""
+        #: canonical JSON bytes of ``identity`` (what a frame's metadata.source is compared with)
+        self.identity_key = b""
         self.healthy = True
         self.last_seen = 0.0
         self.closed = False
@@ -75,12 +81,13 @@ class Peer:
         self._conn = conn  # the transport's side of this peer; None for a peer without a socket
 
     def set_identity(self, identity: dict[str, Any] | None) -> None:
-        """Adopt ``identity`` and refresh the fields routing derives from it (the kernel and the
-        registry call this; a plugin announces through the registry instead)."""
+        """Adopt ``identity`` and refresh the fields routing derives from it (only the registry
+        calls this, when a module announces or leaves; a plugin announces through the registry)."""
         self.identity = identity
         self.labels = labels_of(identity)
         self.plugin_id = plugin_id_of(identity)
         self.instance_id = instance_id_of(identity)
+        self.identity_key = canonical(identity) if identity is not None else b""
 
     @property
     def display(self) -> str:

@@ -4,6 +4,10 @@ A devtools peer (label ``devtools`` = ``true``/``1``, or ``devtools`` in its ann
 name) that sends ``route.bypass: true`` skips the routing policy, destinations and delivery
 rules: the event goes to every authenticated peer but the sender. It grants that by setting
 ``ctx.bypass``, the one way past the filters other route plugins add.
+
+Only the announced identity counts: a peer that has not announced is never devtools, whatever
+its frames' ``metadata.source`` says (the hub never adopts a claimed source), and a later
+``metadata.source`` cannot add the label (only a re-announce changes an identity).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ class DevtoolsBypass:
         route = ctx.event.route
         if route is None or not route.get("bypass"):
             return None
-        if not self.allow or not is_devtools(ctx.sender):
+        sender = ctx.sender
+        if not self.allow or not sender.announced or not is_devtools(sender):
             return None
         ctx.bypass = True
         return BROADCAST

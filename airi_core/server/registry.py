@@ -65,53 +65,75 @@ class PeerRegistry:
         return len(self._authenticated)
 
     # -- modules -----------------------------------------------------------------------------
-    def register_module(self, peer: Peer, name: str, index: int | None, identity: dict[str, Any]) -> None:
+    def register_module(self, peer: Peer, name: str, index: int | None, identity: dict[str, Any]) -> bool:
         """Record that ``peer`` announced ``(name, index)`` with ``identity`` (replacing any
-        earlier announcement of the same peer)."""
+        earlier announcement of the same peer). False, and nothing recorded, when ``peer`` is no
+        longer registered (it was dropped while its announce was being handled).
+
+        Several peers may announce the same ``(name, index)``: all are listed, ``module:NAME``
+        reaches all of them, and :meth:`find_module` answers with the one that announced it
+        first and is still connected (the *holder*). A holder that re-announces the same
+        ``(name, index)`` with another identity stays the holder."""
+        if self._peers.get(peer.id) is not peer:
+            return False
+        if peer.announced and peer.name == name and peer.index == index:
+            peer.set_identity(identity)  # same place in the announce order: still the holder
+            return True
         self.unregister_module(peer)
         peer.name = name
         peer.index = index
         peer.announced = True
         peer.set_identity(identity)
-        self._modules[(name, index)] = peer
+        self._modules.setdefault((name, index), peer)  # an earlier announcer keeps holding it
         self._by_name.setdefault(name, {})[peer.id] = peer
+        return True
 
     def unregister_module(self, peer: Peer) -> bool:
-        """Forget ``peer``'s announcement; False when it had none."""
+        """Forget ``peer``'s announcement (and its identity); False when it had none."""
         if not peer.announced:
             return False
         self._forget_module(peer)
         peer.announced = False
         peer.name = ""
         peer.index = None
+        peer.set_identity(None)
         return True
 
     def _forget_module(self, peer: Peer) -> None:
         if not peer.announced:
             return
-        key = (peer.name, peer.index)
-        if self._modules.get(key) is peer:
-            del self._modules[key]
-            # another peer may still hold the same (name, index): keep it findable
-            for other in self._by_name.get(peer.name, {}).values():
-                if other is not peer and other.index == peer.index:
-                    self._modules[key] = other
-                    break
         group = self._by_name.get(peer.name)
         if group is not None:
             group.pop(peer.id, None)
             if not group:
                 del self._by_name[peer.name]
+        key = (peer.name, peer.index)
+        if self._modules.get(key) is peer:
+            del self._modules[key]
+            # the next holder: the earliest remaining announcer of the same (name, index)
+            for other in (group or {}).values():
+                if other.index == peer.index:
+                    self._modules[key] = other
+                    break
+
+    def holder(self, name: str, index: int | None) -> Peer | None:
+        """The peer holding ``(name, index)``: the earliest still connected to announce it."""
+        return self._modules.get((name, index))
 
     def find_module(self, name: str, index: int | None = None) -> Peer | None:
-        """The peer announced as ``(name, index)``. With ``index`` None: the peer announced with
-        no index, else the only peer announced under ``name`` whatever its index."""
-        found = self._modules.get((name, index))
-        if found is not None or index is not None:
-            return found
+        """The module ``ui:configure`` addresses. With ``index``: the holder of ``(name, index)``.
+        With ``index`` None: the earliest announcer of ``name`` still connected, when it
+        announced without an index or is the only peer under ``name``; else None (ambiguous).
+        A later announcer of a name never takes a module's configuration over while the
+        earlier one is connected."""
+        if index is not None:
+            return self._modules.get((name, index))
         group = self._by_name.get(name)
-        if group and len(group) == 1:
-            return next(iter(group.values()))
+        if not group:
+            return None
+        first = next(iter(group.values()))
+        if first.index is None or len(group) == 1:
+            return first
         return None
 
     def peers_named(self, name: str) -> list[Peer]:

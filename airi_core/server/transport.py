@@ -273,6 +273,16 @@ class Transport:
             if backlog > soft:
                 self._mark_behind(peer, conn, backlog)
 
+    def backlog(self, peer: Peer) -> int:
+        """Bytes queued for ``peer`` and not yet taken by its socket: the outbox of this loop
+        iteration plus the transport's write buffer (0 for a peer without a socket)."""
+        conn = peer._conn
+        if conn is None:
+            return 0
+        queued = sum(len(f) for f in conn.outbox) if conn.outbox else 0
+        transport = conn.ws.transport
+        return queued + (transport.get_write_buffer_size() if transport is not None else 0)
+
     def _mark_behind(self, peer: Peer, conn: Connection, backlog: int) -> None:
         if backlog > self._hard:
             self._behind.pop(peer, None)

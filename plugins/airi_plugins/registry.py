@@ -5,14 +5,35 @@ reason, the registry sync after authentication, and health broadcasts. An identi
 (same name, index and identity) changes nothing and sends nothing: the JS SDK announces twice on
 every connection without a token.
 
-The registry sync that follows an announce or de-announce is coalesced: it goes out once the
-registry has been quiet for ``[plugins.registry] sync_debounce_ms`` (at most
-``sync_max_delay_ms`` after the first change), and the broadcast syncs together never use more
-than ``sync_bytes_per_second`` of any peer's bandwidth: after a sync of S bytes the next one
-waits at least S / budget. So N modules connecting at once cost each peer the N
-``module:announced`` deltas plus syncs bounded by the budget times the burst's length: linear in
-N, where the reference sends N syncs of N entries to every peer. The direct sync a peer gets
-when it authenticates is never delayed.
+Bounded control traffic (``[plugins.registry]``):
+
+- **Sizes**: a name of at most ``max_name_chars`` characters, an identity of at most
+  ``max_identity_bytes`` bytes of compact JSON with at most ``max_labels`` labels; and the whole
+  registry (what one ``registry:modules:sync`` lists) at most ``max_registry_bytes`` (by default,
+  and at most, half the room between ``limits.outbound_soft_bytes`` and
+  ``limits.outbound_hard_bytes``). An announce over a limit is refused with an error and changes
+  nothing.
+- **Rate**: each connection may announce ``announce_burst`` times at once, then
+  ``announce_rate_per_second`` times a second (a token bucket); an announce over it is refused.
+- **Syncs never drop a reading peer**: the registry sync that follows announces and
+  de-announces is coalesced: it goes out once the registry has been quiet for
+  ``sync_debounce_ms`` (at most ``sync_max_delay_ms`` after the first change), and the broadcast
+  syncs together never use more than ``sync_bytes_per_second`` of any peer's bandwidth (after a
+  sync of S bytes the next one waits at least S / budget). A peer that is *behind* (more than
+  ``limits.outbound_soft_bytes`` unsent) is skipped and gets the then-current sync once it has
+  drained below that, so a sync (at most ``max_registry_bytes``) never pushes a peer past
+  ``outbound_hard_bytes``. The direct sync a peer gets when it authenticates is never delayed.
+
+Worst case, per byte of ``module:announce`` received: an accepted announce of an entry of E
+bytes (the frame carries at least the name and identity, so its size F >= E - 20) sends every
+other authenticated peer ``module:announced`` (E + ~200 bytes of envelope) and, when it replaces
+an earlier announcement, ``module:de-announced`` of that entry (E' + ~230); every entry is
+announced and de-announced once, so the deltas are at most 2 (N - 1) (1 + 250 / F) bytes per
+byte received (N peers; F >= ~90 for the smallest valid announce: < 8 (N - 1)), and at most
+``announce_burst`` + ``announce_rate_per_second`` x seconds announces per connection. Syncs do
+not grow with what is received: per peer at most ``sync_bytes_per_second`` plus one sync of at
+most ``max_registry_bytes``. The reference sends N syncs of N entries to every peer for N
+announces.
 """
 
 from __future__ import annotations
@@ -22,7 +43,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airi_core import ACCEPT, Accept, Announcement, Event, Hub, Peer, hookimpl
+from airi_core import ACCEPT, Accept, Announcement, Event, Hub, Peer, Reject, errors, hookimpl
+from airi_core.protocol.events import canonical
+from airi_core.protocol.identity import label_count
+
+#: How often peers whose sync was held back (they were behind) are looked at again.
+RETRY_S = 0.05
+#: ``max_registry_bytes`` is never below this, however close the outbound limits are.
+MIN_REGISTRY_BYTES = 16 * 1024
 
 
 class RegistrySettings(BaseModel):
@@ -37,6 +65,19 @@ class RegistrySettings(BaseModel):
     #: Bandwidth the broadcast syncs may use per peer (the deltas, module:announced and
     #: module:de-announced, are never held back).
     sync_bytes_per_second: int = Field(64 * 1024, ge=1024)
+    #: Longest module name, in characters.
+    max_name_chars: int = Field(256, ge=1)
+    #: Largest identity, in bytes of compact JSON (labels included).
+    max_identity_bytes: int = Field(8 * 1024, ge=64)
+    #: Most labels in one identity (``plugin.labels`` and ``labels`` counted together).
+    max_labels: int = Field(64, ge=0)
+    #: Most bytes of module entries in the registry (the size of a sync); unset = half of
+    #: ``limits.outbound_hard_bytes - limits.outbound_soft_bytes``, which is also the maximum.
+    max_registry_bytes: int | None = Field(None, ge=1024)
+    #: Announces a connection may send at once...
+    announce_burst: int = Field(10, ge=1)
+    #: ...and then per second (a token bucket).
+    announce_rate_per_second: float = Field(1.0, gt=0)
 
 
 def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> int:
@@ -53,6 +94,18 @@ def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> N
     hub.broadcast("module:de-announced", {**entry, "reason": reason}, exclude=peer)
 
 
+class _Announcer:
+    """What the registry keeps per connection that announced: its announce token bucket and the
+    size of its registry entry."""
+
+    __slots__ = ("tokens", "at", "size")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+        self.size = 0
+
+
 class ModuleRegistryPlugin:
     airi_essential = True
 
@@ -61,6 +114,12 @@ class ModuleRegistryPlugin:
         self._first_change = 0.0
         self._next_allowed = 0.0  # bandwidth budget: no broadcast sync before this time
         self._settings = RegistrySettings()
+        self._max_registry = 0
+        self._soft = 0
+        self._total = 0  # bytes of module entries registered through this plugin
+        self._announcers: dict[Peer, _Announcer] = {}
+        self._pending: dict[Peer, None] = {}  # behind at the last sync: sent once drained
+        self._retry: asyncio.TimerHandle | None = None
 
     @hookimpl
     def airi_config_model(self) -> type[BaseModel]:
@@ -71,18 +130,31 @@ class ModuleRegistryPlugin:
         cfg = hub.plugin_config(self)
         if isinstance(cfg, RegistrySettings):
             self._settings = cfg
+        limits = hub.settings.limits
+        self._soft = limits.outbound_soft_bytes
+        room = max((limits.outbound_hard_bytes - limits.outbound_soft_bytes) // 2, MIN_REGISTRY_BYTES)
+        wanted = self._settings.max_registry_bytes
+        if wanted is not None and wanted > room:
+            hub.log.warning(
+                "plugins.registry.max_registry_bytes (%d) lowered to %d: a registry sync must fit between "
+                "limits.outbound_soft_bytes and limits.outbound_hard_bytes", wanted, room,
+            )
+        self._max_registry = room if wanted is None else min(wanted, room)
 
     @hookimpl
     def airi_shutdown(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._retry):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._retry = None
+        self._pending.clear()
 
+    # -- syncs -----------------------------------------------------------------------------------
     def changed(self, hub: Hub) -> None:
         """The module list changed: schedule (or send) the broadcast registry sync."""
         debounce = self._settings.sync_debounce_ms / 1000
         if debounce <= 0:
-            sync(hub)
+            self._sync_to(hub, list(hub.registry.authenticated()))
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -95,23 +167,85 @@ class ModuleRegistryPlugin:
 
     def _flush(self, hub: Hub) -> None:
         self._timer = None
-        size = sync(hub)
+        size = self._sync_to(hub, list(hub.registry.authenticated()))
         self._next_allowed = asyncio.get_running_loop().time() + size / self._settings.sync_bytes_per_second
 
+    def _sync_to(self, hub: Hub, peers: list[Peer]) -> int:
+        """Send the current registry sync to those of ``peers`` that are not behind (encoded
+        once); the others get it once they have drained. Returns the sync's size (0 when it
+        went to nobody)."""
+        soft = self._soft
+        ready: list[Peer] = []
+        pending = self._pending
+        for peer in peers:
+            if peer.closed:
+                pending.pop(peer, None)
+            elif soft and hub.backlog(peer) > soft:
+                pending[peer] = None
+            else:
+                pending.pop(peer, None)
+                ready.append(peer)
+        size = hub.broadcast("registry:modules:sync", {"modules": hub.registry.modules()}, to=ready) if ready else 0
+        if pending and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._retry_pending, hub)
+        return size
+
+    def _retry_pending(self, hub: Hub) -> None:
+        self._retry = None
+        peers = list(self._pending)
+        self._sync_to(hub, peers)
+
+    # -- announce / leave --------------------------------------------------------------------------
     @hookimpl
     def airi_peer_authenticated(self, hub: Hub, peer: Peer, parent_id: str | None) -> None:
         sync(hub, peer, parent_id)
 
+    def _check(self, peer: Peer, ann: Announcement, key: bytes, now: float) -> tuple[str | None, int]:
+        """The refusal of ``ann`` (None when it may go on) and its entry's size."""
+        cfg = self._settings
+        st = self._announcers.get(peer)
+        if st is None:
+            st = self._announcers[peer] = _Announcer(float(cfg.announce_burst), now)
+        st.tokens = min(float(cfg.announce_burst), st.tokens + (now - st.at) * cfg.announce_rate_per_second)
+        st.at = now
+        if st.tokens < 1:
+            return errors.announce_rate_limited(cfg.announce_burst, cfg.announce_rate_per_second), 0
+        st.tokens -= 1
+        if len(ann.name) > cfg.max_name_chars:
+            return errors.announce_name_too_long(cfg.max_name_chars), 0
+        identity_bytes = len(key)
+        if identity_bytes > cfg.max_identity_bytes:
+            return errors.announce_identity_too_large(cfg.max_identity_bytes), 0
+        if label_count(ann.identity) > cfg.max_labels:
+            return errors.announce_too_many_labels(cfg.max_labels), 0
+        # {"name":..,"index":..,"identity":..} as the sync lists it
+        size = identity_bytes + len(canonical(ann.name)) + 40
+        if self._total - st.size + size > self._max_registry:
+            return errors.registry_full(self._max_registry), 0
+        return None, size
+
     @hookimpl(trylast=True)
-    def airi_announce(self, hub: Hub, peer: Peer, announcement: Announcement, event: Event) -> Accept:
+    def airi_announce(self, hub: Hub, peer: Peer, announcement: Announcement, event: Event) -> Accept | Reject:
         ann = announcement
+        if peer.closed:
+            return ACCEPT  # dropped while its announce was on the way: nothing to register
+        key = canonical(ann.identity)
+        problem, size = self._check(peer, ann, key, asyncio.get_running_loop().time())
+        if problem is not None:
+            hub.log.info("announce refused for %s: %s", peer.describe, problem, extra={"peer": peer.id})
+            return Reject(problem)
         if peer.announced:
-            if peer.name == ann.name and peer.index == ann.index and peer.identity == ann.identity:
+            if peer.name == ann.name and peer.index == ann.index and peer.identity_key == key:
                 return ACCEPT  # identical re-announce: nothing changes
             previous = peer.module_entry()
-            hub.registry.unregister_module(peer)
+            if not hub.registry.register_module(peer, ann.name, ann.index, ann.identity):
+                return ACCEPT
             _de_announced(hub, peer, previous, "re-announcing")
-        hub.registry.register_module(peer, ann.name, ann.index, ann.identity)
+        elif not hub.registry.register_module(peer, ann.name, ann.index, ann.identity):
+            return ACCEPT
+        st = self._announcers[peer]
+        self._total += size - st.size
+        st.size = size
         hub.log.info("announced %s (%s)", peer.describe, peer.plugin_id, extra={"peer": peer.id})
         hub.broadcast("module:announced", peer.module_entry(), event.id, exclude=peer)
         self.changed(hub)
@@ -119,6 +253,10 @@ class ModuleRegistryPlugin:
 
     @hookimpl
     def airi_peer_disconnected(self, hub: Hub, peer: Peer, reason: str) -> None:
+        self._pending.pop(peer, None)
+        st = self._announcers.pop(peer, None)
+        if st is not None:
+            self._total -= st.size
         if not peer.announced:
             return
         _de_announced(hub, peer, peer.module_entry(), reason)

@@ -242,7 +242,8 @@ class Event:
             return self
         metadata = dict(md) if md is not None else {}
         if identity is None:
-            metadata.pop("source", None)
+            if metadata.get("source") is not None:  # a null source reads as absent: left as sent
+                del metadata["source"]
         else:
             metadata["source"] = identity
         body = dict(self.body)

@@ -14,7 +14,9 @@ Bounded control traffic (``[plugins.registry]``):
   ``limits.outbound_hard_bytes``). An announce over a limit is refused with an error and changes
   nothing.
 - **Rate**: each connection may announce ``announce_burst`` times at once, then
-  ``announce_rate_per_second`` times a second (a token bucket); an announce over it is refused.
+  ``announce_rate_per_second`` times a second (a token bucket); an announce over it is dropped,
+  and answered with an ``announce rate limit exceeded`` error at most once a second (so a flood
+  of announces does not even amplify towards its sender).
 - **Syncs never drop a reading peer**: the registry sync that follows announces and
   de-announces is coalesced: it goes out once the registry has been quiet for
   ``sync_debounce_ms`` (at most ``sync_max_delay_ms`` after the first change), and the broadcast
@@ -98,12 +100,13 @@ class _Announcer:
     """What the registry keeps per connection that announced: its announce token bucket and the
     size of its registry entry."""
 
-    __slots__ = ("tokens", "at", "size")
+    __slots__ = ("tokens", "at", "size", "error_at")
 
     def __init__(self, tokens: float, at: float) -> None:
         self.tokens = tokens
         self.at = at
         self.size = 0
+        self.error_at = float("-inf")  # when the last rate-limit error went out
 
 
 class ModuleRegistryPlugin:
@@ -201,7 +204,8 @@ class ModuleRegistryPlugin:
         sync(hub, peer, parent_id)
 
     def _check(self, peer: Peer, ann: Announcement, key: bytes, now: float) -> tuple[str | None, int]:
-        """The refusal of ``ann`` (None when it may go on) and its entry's size."""
+        """The refusal of ``ann`` (None when it may go on; ``""``: dropped without an answer)
+        and its entry's size."""
         cfg = self._settings
         st = self._announcers.get(peer)
         if st is None:
@@ -209,6 +213,9 @@ class ModuleRegistryPlugin:
         st.tokens = min(float(cfg.announce_burst), st.tokens + (now - st.at) * cfg.announce_rate_per_second)
         st.at = now
         if st.tokens < 1:
+            if now - st.error_at < 1.0:
+                return "", 0
+            st.error_at = now
             return errors.announce_rate_limited(cfg.announce_burst, cfg.announce_rate_per_second), 0
         st.tokens -= 1
         if len(ann.name) > cfg.max_name_chars:
@@ -231,6 +238,8 @@ class ModuleRegistryPlugin:
             return ACCEPT  # dropped while its announce was on the way: nothing to register
         key = canonical(ann.identity)
         problem, size = self._check(peer, ann, key, asyncio.get_running_loop().time())
+        if problem == "":
+            return ACCEPT  # over the rate limit, and told so less than a second ago
         if problem is not None:
             hub.log.info("announce refused for %s: %s", peer.describe, problem, extra={"peer": peer.id})
             return Reject(problem)

@@ -23,6 +23,9 @@ airi_core serve``) and stops it by its PID. Scenarios:
   or differs (re-encoded once), for 64 B and 4 KiB frames, medians of 3 interleaved rounds; plus
   the in-process cost of :meth:`Event.attributed` alone (current tree only), which is the
   precise number (the CPU time of a shared machine is +-3 us per event).
+- ``kernel``: ``Hub.on_frame`` in-process (no sockets) for the same three cases, per event: the
+  whole kernel path, for the current tree or the ``--baseline`` tree (one with
+  ``airi_core/server/kernel.py``, e.g. the commit before these changes).
 """
 
 from __future__ import annotations
@@ -429,6 +432,10 @@ async def hot_path(url: str, pid: int, current: bool) -> dict[str, Any]:
     return out
 
 
+async def hot_path_kernel(baseline: str | None) -> dict[str, Any]:
+    return await asyncio.to_thread(kernel_micro_in, baseline)
+
+
 def micro() -> dict[str, float]:
     import timeit
 
@@ -456,6 +463,55 @@ def micro() -> dict[str, float]:
     return res
 
 
+def kernel_micro() -> dict[str, Any]:
+    """``Hub.on_frame`` in-process for one announced sender and 10 announced receivers without
+    sockets (the transport skips them): decode, the kernel's rules, the route hooks and the
+    recipient list, per event; best of 7 runs of 20,000. Runs against whatever ``airi_core`` is
+    importable (the tree of ``--baseline`` in a subprocess)."""
+    import timeit
+
+    from airi_core.server.config import Settings
+    from airi_core.server.kernel import Hub
+    from airi_core.server.peer import Peer as HubPeer
+
+    hub = Hub(Settings())
+    peers = []
+    for i in range(11):
+        p = HubPeer(f"x{i}")
+        hub.registry.add(p)
+        hub.registry.mark_authenticated(p)
+        hub.registry.register_module(p, "sender" if i == 0 else f"r{i}", None, ident("sender", "proj-airi:bench", role="send") if i == 0 else ident(f"r{i}"))
+        peers.append(p)
+    sender = peers[0]
+    res: dict[str, Any] = {}
+    for size in (64, 4096):
+        for case in ("match", "no metadata", "differs"):
+            body: dict[str, Any] = {"type": "bench", "data": {"p": "x" * size}}
+            if case == "match":
+                body["metadata"] = {"source": sender.identity, "event": {"id": "x"}}
+            elif case == "differs":
+                body["metadata"] = {"source": ident("other"), "event": {"id": "x"}}
+            frame = json.dumps({"json": body})
+            n = 20000
+            t = min(timeit.repeat(lambda: hub.on_frame(sender, frame), number=n, repeat=7)) / n
+            res[f"{size}B {case}: on_frame us"] = round(t * 1e6, 2)
+    return res
+
+
+def kernel_micro_in(baseline: str | None) -> dict[str, Any]:
+    """:func:`kernel_micro` in a subprocess importing the current tree or ``baseline``."""
+    import subprocess
+
+    root = baseline or str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": f"{root}:{root}/plugins"}
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--kernel-micro"], cwd=tmp, env=env,
+                           capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        return {"n/a": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
 SCENARIOS = {
     "big-announce": (big_announce, ""),
     "re-announce": (re_announce, ""),
@@ -474,6 +530,8 @@ CURRENT_ONLY = {
 
 
 async def run(name: str, baseline: str | None) -> dict[str, Any]:
+    if name == "kernel":
+        return await hot_path_kernel(baseline)
     fn, extra = SCENARIOS[name]
     config = '[logging]\nlevel = "error"\n' + extra + ("" if baseline else CURRENT_ONLY.get(name, ""))
     with tempfile.TemporaryDirectory() as tmp:
@@ -492,12 +550,16 @@ async def run(name: str, baseline: str | None) -> dict[str, Any]:
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", metavar="DIR", help="run the hub of another checkout (e.g. /work/base)")
-    ap.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="scenarios to run (default: all)")
+    ap.add_argument("--only", nargs="*", choices=[*SCENARIOS, "kernel"], help="scenarios to run (default: all)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    ap.add_argument("--kernel-micro", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.kernel_micro:
+        print(json.dumps(kernel_micro()))
+        return 0
     baseline = str(Path(args.baseline).resolve()) if args.baseline else None
     results: dict[str, Any] = {}
-    for name in args.only or list(SCENARIOS):
+    for name in args.only or [*SCENARIOS, "kernel"]:
         results[name] = await run(name, baseline)
         if not args.json:
             print(f"== {name} ({'baseline ' + baseline if baseline else 'current tree'})", flush=True)

@@ -186,7 +186,12 @@ def airi_event(hub: Hub, peer: Peer, event: Event) -> Accept | Reject | None:
     """Claim and handle an event type that is not authentication, announce or heartbeat (first
     result, may be async).
 
-    Called for every such event, authenticated sender or not, before routing. Return
+    Called for every such event, authenticated sender or not, before routing, except the types
+    only the server sends (``registry:*``, ``module:authenticated``, ``module:announced``,
+    ``module:de-announced``, ``module:configure``, ``error``) and events claiming the server as
+    ``metadata.source``: the kernel refuses those first. ``event`` is attributed: its
+    ``metadata.source`` is the sender's announced identity (absent before it announced),
+    whatever the frame said (see ``Event.attributed``). Return
     :data:`~airi_core.ACCEPT` when you handled it (routing is skipped), a
     :class:`~airi_core.Reject` to answer the sender with an error (routing is skipped), or
     ``None`` to leave it to the next plugin and finally to routing. Built-ins claim

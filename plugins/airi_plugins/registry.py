@@ -27,11 +27,12 @@ Bounded control traffic (``[plugins.registry]``):
   ``outbound_hard_bytes``. The direct sync a peer gets when it authenticates is never delayed.
 
 Worst case, per byte of ``module:announce`` received: an accepted announce of an entry of E
-bytes (the frame carries at least the name and identity, so its size F >= E - 20) sends every
-other authenticated peer ``module:announced`` (E + ~200 bytes of envelope) and, when it replaces
-an earlier announcement, ``module:de-announced`` of that entry (E' + ~230); every entry is
-announced and de-announced once, so the deltas are at most 2 (N - 1) (1 + 250 / F) bytes per
-byte received (N peers; F >= ~90 for the smallest valid announce: < 8 (N - 1)), and at most
+bytes sends every other authenticated peer ``module:announced`` (E, plus the announce's event
+id as ``parentId``, plus ~200 bytes of envelope) and, when it replaces an earlier announcement,
+``module:de-announced`` of that entry (E' + ~230); the frame of size F carries the entry and the
+id, and every entry is announced and de-announced once, so the deltas are at most
+2 (N - 1) (1 + 250 / F) bytes per byte received (N peers; F >= 95 for the smallest valid
+announce: < 8 (N - 1)), and at most
 ``announce_burst`` + ``announce_rate_per_second`` x seconds announces per connection. Syncs do
 not grow with what is received: per peer at most ``sync_bytes_per_second`` plus one sync of at
 most ``max_registry_bytes``. The reference sends N syncs of N entries to every peer for N

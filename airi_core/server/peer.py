@@ -87,7 +87,8 @@ class Peer:
         self.labels = labels_of(identity)
         self.plugin_id = plugin_id_of(identity)
         self.instance_id = instance_id_of(identity)
-        self.identity_key = canonical(identity) if identity is not None else b""
+        # a copy: orjson's output keeps a 4 KiB buffer, which would cost every connection 4 KiB
+        self.identity_key = bytes(memoryview(canonical(identity))) if identity is not None else b""
 
     @property
     def display(self) -> str:

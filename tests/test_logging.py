@@ -26,20 +26,6 @@ WRONG = "wr0ng-guess-b52d-also-secret"
 PRETTY_LOG_LINE = re.compile(r"^\s*(\[?\d\d:\d\d:\d\d\]?)?\s*(TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL)\s")
 
 
-@pytest.fixture
-def restore_loggers() -> Iterator[None]:
-    """setup_logging() configures process-wide loggers: put them back afterwards."""
-    names = ("airi", "airi.websocket", "websockets", "asyncio")
-    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names}
-    yield
-    for n, (level, handlers, propagate) in saved.items():
-        lg = logging.getLogger(n)
-        for h in list(lg.handlers):
-            lg.removeHandler(h)
-        for h in handlers:
-            lg.addHandler(h)
-        lg.setLevel(level)
-        lg.propagate = propagate
 
 
 def _json_lines(text: str) -> list[dict]:

@@ -479,19 +479,6 @@ def test_asyncio_accept_emfile_logged_once_a_second(restore_loggers: None) -> No
     assert "socket.accept() out of system resource: [Errno 24] Too many open files" in lines[0]
 
 
-@pytest.fixture
-def restore_loggers() -> Iterator[None]:
-    names = ("airi", "airi.websocket", "websockets", "asyncio")
-    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names}
-    yield
-    for n, (level, handlers, propagate) in saved.items():
-        lg = logging.getLogger(n)
-        for h in list(lg.handlers):
-            lg.removeHandler(h)
-        for h in handlers:
-            lg.addHandler(h)
-        lg.setLevel(level)
-        lg.propagate = propagate
 
 
 # --------------------------------------------------------------------------------------------

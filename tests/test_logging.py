@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

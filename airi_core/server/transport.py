@@ -20,9 +20,11 @@ It accepts WebSocket connections on the configured path, hands every frame to th
   its opening handshake makes room for a new one), and ``limits.max_connections`` never exceeds
   that limit minus a reserve, so ``accept()`` does not run out of file descriptors.
 
-This is the one module that knows the ``websockets`` library, including the internals the
-write path relies on (``ServerConnection.transport``, ``.paused``, ``.drain()``,
-``.protocol.state``); pyproject.toml pins ``websockets`` to the releases that have them.
+This is the one module that knows the ``websockets`` library, including the internals it relies
+on: for writing ``ServerConnection.transport``, ``.paused``, ``.drain()``, ``.protocol.state``;
+for the pending-bytes budget a ``ServerConnection`` subclass reading ``protocol.reader.buffer``
+and ``protocol.current_size`` (14.0 and later). pyproject.toml pins ``websockets`` to the
+releases that have them (``>=14,<18``; the test command installs the newest of them).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidHandshake  # noqa: E402
 
-from tests._hubproc import HubProcess  # noqa: E402
+from tests._hubproc import HubProcess, checkout_env  # noqa: E402
 
 TOKEN = "bench-right-token-7f3e"
 CONFIG = f'[auth]\ntoken = "{TOKEN}"\n'
@@ -135,9 +134,7 @@ async def attack(url: str, seconds: float, window: int, reconnect: bool) -> Resu
 def run_hub(base: Path | None, workdir: Path) -> HubProcess:
     config = workdir / "airi.toml"
     config.write_text(CONFIG, encoding="utf-8")
-    env = {"LOG_FORMAT": "json"}
-    if base is not None:
-        env["PYTHONPATH"] = f"{base}{os.pathsep}{base / 'plugins'}"
+    env = {"LOG_FORMAT": "json", **checkout_env(base)}
     hub = HubProcess.serve(config, cwd=workdir, env=env)  # cwd: nothing importable from the checkout
     try:
         hub.wait_listening(20)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from websockets.asyncio.client import connect  # noqa: E402
 
-from tests._hubproc import HubProcess, rss_kib, write_config  # noqa: E402
+from tests._hubproc import HubProcess, checkout_env, rss_kib, write_config  # noqa: E402
 
 CONFIG = """
 [logging]
@@ -172,8 +172,7 @@ class Monitor:
 
 
 def start_hub(tmp: Path, baseline: str | None, extra: str = "") -> HubProcess:
-    env = {"PYTHONPATH": f"{baseline}:{baseline}/plugins"} if baseline else None
-    hub = HubProcess.serve(write_config(tmp, CONFIG + extra), cwd=str(tmp), env=env)
+    hub = HubProcess.serve(write_config(tmp, CONFIG + extra), cwd=str(tmp), env=checkout_env(baseline))
     hub.wait_listening(30)
     return hub
 

@@ -52,7 +52,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 
 from airi_core.testing import connect_client  # noqa: E402
-from tests._hubproc import free_port, hub_env, rss_kib  # noqa: E402
+from tests._hubproc import checkout_env, free_port, hub_env, rss_kib  # noqa: E402
 
 SCENARIOS = ("origin", "logname", "logflood", "partial", "fds", "signals", "headers")
 
@@ -65,7 +65,7 @@ class Hub:
         (self.dir / "airi.toml").write_text(config, encoding="utf-8")
         self.port = free_port()
         self.log_path = self.dir / "hub.log"
-        env = hub_env({"PYTHONPATH": f"{baseline}:{baseline}/plugins"} if baseline else None)
+        env = hub_env(checkout_env(baseline))
 
         def limit() -> None:
             if nofile is not None:

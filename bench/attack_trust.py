@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from websockets.asyncio.client import connect  # noqa: E402
 
-from tests._hubproc import HubProcess, rss_kib  # noqa: E402
+from tests._hubproc import HubProcess, checkout_env, rss_kib  # noqa: E402
 
 SERVER_PLUGIN_ID = "proj-airi:server-runtime"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -503,7 +503,7 @@ def kernel_micro_in(baseline: str | None) -> dict[str, Any]:
     import subprocess
 
     root = baseline or str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": f"{root}:{root}/plugins"}
+    env = {**os.environ, **checkout_env(root)}
     with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--kernel-micro"], cwd=tmp, env=env,
                            capture_output=True, text=True, timeout=300)
@@ -537,9 +537,8 @@ async def run(name: str, baseline: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "airi.toml"
         path.write_text(config, encoding="utf-8")
-        env = {"PYTHONPATH": f"{baseline}:{baseline}/plugins"} if baseline else None
         # cwd outside any checkout: ``python -m`` puts the cwd first on sys.path
-        hub = HubProcess.serve(path, cwd=tmp, env=env)
+        hub = HubProcess.serve(path, cwd=tmp, env=checkout_env(baseline))
         try:
             url = await hub.await_listening(20)
             return await fn(url, hub.pid, baseline is None)

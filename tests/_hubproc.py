@@ -55,6 +55,18 @@ def hub_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def checkout_env(checkout: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Extra environment that makes ``python -m airi_core`` import the hub (and its built-in
+    plugins) from another checkout of this repository, e.g. the commit before a change, for
+    before/after measurements (``bench/run.py --baseline``, ``bench/attack_*.py --baseline``).
+    Start such a hub from a directory outside any checkout: ``python -m`` puts the working
+    directory first on ``sys.path``. None: the installed tree, no extra environment."""
+    if checkout is None:
+        return {}
+    root = os.fspath(checkout)
+    return {"PYTHONPATH": os.pathsep.join((root, os.path.join(root, "plugins")))}
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of process ``pid`` in KiB, from ``/proc/PID/status`` (Linux)."""
     with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:

@@ -15,7 +15,7 @@ from .protocol.events import Event  # noqa: E402
 from .server.decisions import ACCEPT, BROADCAST, Accept, Broadcast, Drop, Reject, RouteDecision, Targets  # noqa: E402
 from .server.hookspecs import hookimpl  # noqa: E402
 from .server.kernel import Hub  # noqa: E402
-from .server.peer import Peer  # noqa: E402
+from .server.peer import Module, Peer  # noqa: E402
 from .server.routing import Announcement, RouteContext  # noqa: E402
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "errors",
     "Hub",
     "Peer",
+    "Module",
     "Event",
     "Announcement",
     "RouteContext",

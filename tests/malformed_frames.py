@@ -251,10 +251,13 @@ class Generator:
         return self.dump(self.envelope("module:authenticate", data)), errors.INVALID_TOKEN
 
     def routed(self) -> tuple[str | bytes, str]:
-        """A well-formed event with odd contents; an unauthenticated sender is refused."""
+        """A well-formed event with odd contents; an unauthenticated sender is refused (a
+        ``data.destinations`` that is not a list is an invalid envelope, for anyone)."""
         assert not self.auth
         rng = self.rng
-        ev = self.envelope("bad:" + self.word(), {"k": self.junk(), "destinations": self.junk()})
+        dests = self.junk()
+        ev = self.envelope("bad:" + self.word(), {"k": self.junk(), "destinations": dests})
+        refused = errors.NOT_AUTHENTICATED if isinstance(dests, list) else errors.INVALID_EVENT_FORMAT
         r = rng.random()
         if r < 0.3:
             ev["route"] = {"destinations": [self.junk(), {"type": "label", "selectors": 5}], "bypass": True,
@@ -266,10 +269,10 @@ class Generator:
         elif r < 0.65:
             # parseable but far deeper than any sane expression
             text = json.dumps(ev)[:-1] + ',"route":{"destinations":[' + self.deep_destinations(200)[0] + "]}}"
-            return text, errors.NOT_AUTHENTICATED
+            return text, refused
         elif r < 0.7:
             ev["data"]["blob"] = "z" * rng.randint(10_000, 100_000)
-        return self.dump(ev), errors.NOT_AUTHENTICATED
+        return self.dump(ev), refused
 
     def heartbeat_frame(self) -> tuple[str | bytes, None]:
         frame = self.rng.choice(("ping", "pong"))

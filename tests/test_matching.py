@@ -21,7 +21,7 @@ def peer(name: str = "stage", plugin: str = "proj-airi:stage-web", instance: str
         identity["labels"] = labels
     p.name = name
     p.announced = True
-    p.set_identity(identity)
+    p.set_identity(identity, verified=True)
     return p
 
 
@@ -118,7 +118,7 @@ def test_matcher_total_over_arbitrary_json(dests: list[Any]) -> None:
         ([{"type": "or", "any": ["module:a", "label:x"]}], None),
         ([{"type": "module", "modules": ["a"], "inverted": True}], None),
         (["plugin:a"], None),
-        (["module:"], None),
+        (["module:"], set()),  # an empty name matches nobody
     ],
 )
 def test_destinations_hint(dests: list[Any], hint: set[str] | None) -> None:
@@ -189,8 +189,9 @@ def test_measure_counts_terms_and_costs() -> None:
     lim = Limits()
     assert measure(["module:a"], lim) == measure(["module:a"], lim).__class__(1, 2, None)
     m = measure(["*", "*a*b*", {"type": "or", "any": ["label:x", {"type": "ids", "ids": ["p1", "p2"]}]}], lim)
-    # "*" 1; "*a*b*" 1 + 3 x 4 pieces; or 1 + label 2 + ids leaf 2 (one set lookup)
-    assert (m.terms, m.cost, m.error) == (7, 1 + 13 + 5, None)
+    # "*" 1; "*a*b*" 1 + 4 values x 4 pieces; or 1 + label 2 + ids leaf 2 (one set lookup);
+    # the bare glob also tests every extension module's name and id: 4 per value
+    assert (m.terms, m.cost, m.error, m.key_cost) == (7, 1 + 17 + 5, None, 4)
     assert measure(["*"] * 64, lim).error is None
     assert measure(["*"] * 65, lim).error == "too many destinations: at most 64"
     assert measure([{"type": "ids", "ids": ["x"] * 255}], lim).error is None

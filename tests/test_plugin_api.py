@@ -40,6 +40,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.claims: list[tuple[str, Any]] = []
 
     @hookimpl
     def airi_config_model(self) -> type[BaseModel]:
@@ -92,6 +93,11 @@ class Recorder:
         self.calls.append("airi_peer_health_changed")
 
     @hookimpl
+    def airi_source_claimed(self, peer: Any, source: Any) -> None:
+        self.calls.append("airi_source_claimed")
+        self.claims.append((peer.name, source.get("id")))
+
+    @hookimpl
     async def airi_event(self, hub: Any, peer: Any, event: Any) -> Any:
         self.calls.append("airi_event")
         if event.type == "recorder:whoami":
@@ -129,6 +135,13 @@ async def test_every_hook_is_exercised_and_async_hooks_are_awaited() -> None:
 
         you = await main.request("recorder:whoami")
         assert you["type"] == "recorder:you" and you["data"]["name"] == "main"
+
+        # a frame claiming another source: the plugins hear of it, the identity stays
+        claimed = {"id": "someone-else", "kind": "plugin", "plugin": {"id": "else"}}
+        await main.send("chat:claim", {"t": 0}, metadata={"source": claimed, "event": {"id": "claim-1"}})
+        got = await viewer.next("chat:claim")
+        assert got["metadata"]["source"] == main.identity
+        assert ("main", "someone-else") in rec.claims
 
         err = await main.request("recorder:drop", {})
         assert err["data"]["message"] == "dropped by recorder"

@@ -34,6 +34,7 @@ __all__ = [
     "HEARTBEAT_FRAMES",
     "SERVER_EVENT_TYPES",
     "is_server_event_type",
+    "HANDSHAKE_EVENT_TYPES",
 ]
 
 #: Raw text frames that are transport heartbeats, not events.
@@ -42,7 +43,19 @@ HEARTBEAT_FRAMES = frozenset({"ping", "pong"})
 #: Event types only the server originates; a peer sending one is refused (besides these, every
 #: ``registry:*`` type, see :func:`is_server_event_type`).
 SERVER_EVENT_TYPES = frozenset(
-    {"error", "module:authenticated", "module:announced", "module:de-announced", "module:configure"}
+    {
+        "error", "module:authenticated", "module:announced", "module:de-announced", "module:configure",
+        # the 2026-08 generation's replies and notifications (the hub sends them, never a peer)
+        "peer:authenticated", "extension:authenticated", "extension:announced",
+        "extension:module:announced", "extension:module:de-announced",
+    }
+)
+
+
+#: The 2026-08 generation's handshake events, handled by the ``extensions`` plugin (like
+#: ``module:authenticate`` / ``module:announce``, they are not "sent" to anyone).
+HANDSHAKE_EVENT_TYPES = frozenset(
+    {"peer:authenticate", "extension:authenticate", "extension:announce", "extension:module:announce"}
 )
 
 
@@ -212,7 +225,9 @@ class Event:
     def __repr__(self) -> str:
         return f"<Event {self.type!r} id={self.id!r}>"
 
-    def attributed(self, identity: dict[str, Any] | None, key: bytes | None = None) -> Event:
+    def attributed(
+        self, identity: dict[str, Any] | None, key: bytes | None = None, source_key: bytes | None = None
+    ) -> Event:
         """This event as the hub forwards it from a sender whose announced identity is
         ``identity`` (None: the sender has not announced, so it has no identity to claim).
 
@@ -220,7 +235,9 @@ class Event:
         ``identity`` as JSON (absent for None) and the superjson ``meta``, if any, annotates
         nothing outside ``data``. Otherwise a copy re-encoded once: ``metadata.source`` set to
         ``identity`` (removed for None), ``meta`` confined (:func:`confine_meta`), every other
-        field as sent. ``key`` is ``canonical(identity)`` when the caller keeps it."""
+        field as sent (an absent ``data`` is written as ``{}``: every frame the hub sends has an
+        object ``data``). ``key`` is ``canonical(identity)`` when the caller keeps it,
+        ``source_key`` ``canonical(metadata.source)`` when the caller computed it already."""
         md = self.metadata
         src = md.get("source") if md is not None else None
         if src is None:
@@ -230,9 +247,11 @@ class Event:
         else:
             same = (
                 src is identity
-                or canonical(src) == (key if key is not None else canonical(identity))
+                or (source_key if source_key is not None else canonical(src)) == (key if key is not None else canonical(identity))
                 or same_json(src, identity)  # the same object with its keys in another order
             )
+        if "data" not in self.body:
+            same = False
         meta = self.meta
         confined = None
         if meta is not None:
@@ -247,6 +266,7 @@ class Event:
         else:
             metadata["source"] = identity
         body = dict(self.body)
+        body.setdefault("data", self.data)
         if metadata or md is not None:
             body["metadata"] = metadata
         else:
@@ -437,9 +457,13 @@ def _envelope(obj: dict[str, Any], text: str, wrapped: bool) -> Event:
         raise DecodeError(errors.INVALID_EVENT_FORMAT)
     data = obj.get("data", _MISSING)
     if data is _MISSING:
-        data = {}
+        data = {}  # April clients may leave it out; the hub forwards it as {} (see Event.attributed)
     elif type(data) is not dict:
         raise DecodeError(errors.INVALID_EVENT_FORMAT)
+    else:
+        dests = data.get("destinations", _MISSING)
+        if dests is not _MISSING and type(dests) is not list:  # both references crash on some
+            raise DecodeError(errors.INVALID_EVENT_FORMAT)
     # A JSON null metadata/route/source/event reads as absent, as it does for the reference.
     metadata = obj.get("metadata")
     if metadata is not None:

@@ -1,11 +1,15 @@
 """Destination and label matching, compiled once per event into peer predicates.
 
-Strings: ``*``; ``module:NAME`` / ``source:NAME`` (announced name); ``plugin:ID``;
-``instance:ID`` (identity id); ``label:k=v`` / ``label:k``; ``peer:ID`` (connection id); any
-other string is a glob (``*`` wildcard) tested against the module name, plugin id and identity
-id. A prefixed string is split at its first ``:`` only. Objects: ``and``/``or`` over nested
-expressions and the leaves ``glob``, ``ids``, ``plugin``, ``instance``, ``label``, ``module``,
-``source``, each leaf optionally ``inverted``. Anything malformed matches nobody.
+Strings: ``*``; ``module:NAME`` (the April module's name, or any extension module's name or
+identity id); ``source:NAME`` (the April module's name); ``plugin:ID`` (the April plugin id or
+the extension id); ``instance:ID`` (identity id); ``label:k=v`` / ``label:k``; ``peer:ID``
+(connection id or a ``peer:authenticate`` alias); any other string is a glob (``*`` wildcard)
+tested against the April module name, plugin id, extension id, identity id and every extension
+module's name and id. A prefixed string is split at its first ``:`` only
+(``module:proj-airi:stage-web`` works); an empty value matches nothing. Objects: ``and``/``or``
+over nested expressions and the leaves ``glob`` (as a glob string, minus extension module names
+and ids), ``ids``, ``plugin``, ``instance``, ``label``, ``module``, ``source``, each leaf
+optionally ``inverted``. Anything malformed matches nobody.
 
 Work bounds (:class:`Limits`, :func:`measure`): a hub checks a destination list against limits on
 the number of destinations, of terms (every destination, nested expression and string in a leaf's
@@ -31,8 +35,13 @@ class Routable(Protocol):
     id: str
     name: str
     plugin_id: str
+    extension_id: str
     instance_id: str
     labels: dict[str, Any]
+    aliases: frozenset[str]
+    module_keys: frozenset[str]
+    verified: bool
+    devtools: bool
 
 
 Predicate = Callable[[Routable], bool]
@@ -84,27 +93,52 @@ def compile_selectors(raw: Any) -> list[tuple[str, str | None]] | None:
     return [parse_selector(s) for s in raw]
 
 
-def _glob_any(glob: str) -> Predicate:
+def _glob_ids(glob: str) -> Predicate:
+    """``{type: glob}``: the April module name, plugin id, extension id and identity id."""
     match = compile_glob(glob)
-    return lambda p: bool(p.name) and match(p.name) or bool(p.plugin_id) and match(p.plugin_id) or bool(p.instance_id) and match(p.instance_id)
+
+    def test(p: Routable) -> bool:
+        for value in (p.name, p.plugin_id, p.extension_id, p.instance_id):
+            if value and match(value):
+                return True
+        return False
+
+    return test
+
+
+def _glob_any(glob: str) -> Predicate:
+    """A bare glob string: as :func:`_glob_ids`, plus every extension module's name and id."""
+    ids = _glob_ids(glob)
+    match = compile_glob(glob)
+
+    def test(p: Routable) -> bool:
+        if ids(p):
+            return True
+        keys = p.module_keys
+        return bool(keys) and any(match(k) for k in keys if k)
+
+    return test
 
 
 def compile_string(dest: str) -> Predicate:
     if dest == "*":
         return _always
     prefix, sep, value = dest.partition(":")
-    if sep:
-        if prefix in ("module", "source"):
-            return lambda p: bool(p.name) and p.name == value
+    if sep and prefix in _PREFIXES:
+        if not value:
+            return _never  # module:, plugin:, ... name nothing
+        if prefix == "module":
+            return lambda p: p.name == value or value in p.module_keys
+        if prefix == "source":
+            return lambda p: p.name == value
         if prefix == "plugin":
-            return lambda p: bool(p.plugin_id) and p.plugin_id == value
+            return lambda p: p.plugin_id == value or p.extension_id == value
         if prefix == "instance":
-            return lambda p: bool(p.instance_id) and p.instance_id == value
+            return lambda p: p.instance_id == value
         if prefix == "label":
             sel = parse_selector(value)
             return lambda p: selector_matches(sel, p.labels)
-        if prefix == "peer":
-            return lambda p: p.id == value
+        return lambda p: p.id == value or value in p.aliases  # peer:
     return _glob_any(dest)
 
 
@@ -143,7 +177,7 @@ _LEAF_FIELDS = {"ids": "ids", "plugin": "plugins", "instance": "instances", "mod
 def _compile_leaf(kind: str, expr: dict[str, Any]) -> Predicate | None:
     if kind == "glob":
         glob = expr.get("glob")
-        return _glob_any(glob) if isinstance(glob, str) else None
+        return _glob_ids(glob) if isinstance(glob, str) else None
     if kind == "label":
         sels = compile_selectors(expr.get("selectors"))
         if sels is None:
@@ -155,14 +189,18 @@ def _compile_leaf(kind: str, expr: dict[str, Any]) -> Predicate | None:
     values = _strings(expr, field)
     if values is None:
         return None
-    wanted = frozenset(values)
+    wanted = frozenset(v for v in values if v)  # an empty value names nothing
+    if not wanted:
+        return _never
     if kind == "ids":
-        return lambda p: p.id in wanted
+        return lambda p: p.id in wanted or bool(p.aliases) and not wanted.isdisjoint(p.aliases)
     if kind == "plugin":
-        return lambda p: p.plugin_id in wanted
+        return lambda p: p.plugin_id in wanted or p.extension_id in wanted
     if kind == "instance":
         return lambda p: p.instance_id in wanted
-    return lambda p: bool(p.name) and p.name in wanted
+    if kind == "module":
+        return lambda p: p.name in wanted or bool(p.module_keys) and not wanted.isdisjoint(p.module_keys)
+    return lambda p: p.name in wanted  # source
 
 
 def _all_of(preds: list[Predicate]) -> Predicate:
@@ -196,22 +234,25 @@ def compile_destinations(destinations: list[Any]) -> Predicate:
 
 
 def is_devtools(peer: Routable) -> bool:
-    """A devtools peer: label ``devtools`` = ``true``/``1``, or ``devtools`` in its module name."""
-    value = peer.labels.get("devtools")
-    if value is not None and label_text(value) in ("true", "1"):
-        return True
-    return "devtools" in peer.name
+    """A devtools peer: its *announced* identity has the label ``devtools`` = ``true``/``1``, or
+    its April module name contains ``devtools``. Nothing a peer claims without announcing (an
+    adopted ``metadata.source``, an extension identity) makes it devtools."""
+    return peer.verified and (peer.devtools or "devtools" in peer.name)
 
 
 def module_hint(dest: Any, depth: int = 0) -> frozenset[str] | None:
-    """Module names that every peer matching ``dest`` must have, when the expression says so
-    (``module:X``, ``source:X``, a non-inverted ``module``/``source`` leaf, an ``and`` with such a
-    term, an ``or`` of such terms); None when any peer might match. Lets routing look peers up by
-    name instead of testing every peer."""
+    """Names that every peer matching ``dest`` is reachable under as ``module:NAME`` (its April
+    module's name, an extension module's name or id: ``registry.peers_named``), when the
+    expression says so (``module:X``, ``source:X``, a non-inverted ``module``/``source`` leaf, an
+    ``and`` with such a term, an ``or`` of such terms); None when any peer might match. Lets
+    routing look peers up by name instead of testing every peer (``source:`` then still needs
+    its predicate: only the April name counts for it)."""
     if isinstance(dest, str):
         prefix, sep, value = dest.partition(":")
         if sep and prefix in ("module", "source") and value:
             return frozenset((value,))
+        if sep and prefix in ("module", "source"):
+            return frozenset()  # an empty name matches nobody
         return None
     if not isinstance(dest, dict) or depth > MAX_DEPTH:
         return None
@@ -266,6 +307,8 @@ class Measure:
     terms: int
     cost: int
     error: str | None = None
+    #: Units per extension module name or id (bare glob strings also test those).
+    key_cost: int = 0
 
 
 def too_many_destinations(limit: int) -> str:
@@ -290,11 +333,19 @@ class _Exceeded(Exception):
 
 
 def glob_cost(glob: str) -> int:
-    """Units to test one peer against a glob destination: for each of its three values (module
-    name, plugin id, identity id) one per piece between stars and one per 32 characters of the
-    glob (the scans), plus one."""
+    """Units to test one peer against a glob destination: for each of its four values (module
+    name, plugin id, extension id, identity id) one per piece between stars and one per 32
+    characters of the glob (the scans), plus one. A bare glob is also tested against every
+    extension module's name and id: the ``destinations`` plugin counts those values on top
+    (:func:`glob_values`)."""
     pieces = len(glob_pieces(glob)) if "*" in glob else 1
-    return 1 + 3 * (pieces + len(glob) // 32)
+    return 1 + 4 * (pieces + len(glob) // 32)
+
+
+def glob_unit(glob: str) -> int:
+    """Units to test one more value against ``glob``."""
+    pieces = len(glob_pieces(glob)) if "*" in glob else 1
+    return pieces + len(glob) // 32
 
 
 def string_cost(dest: str) -> int:
@@ -303,18 +354,19 @@ def string_cost(dest: str) -> int:
     prefix, sep, _ = dest.partition(":")
     if sep and prefix in _PREFIXES:
         return 2
-    return glob_cost(dest)
+    return max(glob_cost(dest), 3)
 
 
 _PREFIXES = frozenset(("module", "source", "plugin", "instance", "label", "peer"))
 
 
 class _Meter:
-    __slots__ = ("limits", "terms")
+    __slots__ = ("limits", "terms", "key_cost")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.terms = 0
+        self.key_cost = 0
 
     def term(self) -> None:
         self.terms += 1
@@ -340,7 +392,10 @@ class _Meter:
         self.term()
         if isinstance(expr, str):
             self.string(expr)
-            return string_cost(expr)
+            cost = string_cost(expr)
+            if expr != "*" and cost > 2:  # a bare glob: also every extension module's name and id
+                self.key_cost += glob_unit(expr)
+            return cost
         if not isinstance(expr, dict) or depth > MAX_DEPTH:
             return 1
         kind = expr.get("type")
@@ -376,4 +431,4 @@ def measure(dests: list[Any], limits: Limits) -> Measure:
             cost += meter.expr(d, 0)
     except _Exceeded as exc:
         return Measure(meter.terms, 0, exc.message)
-    return Measure(meter.terms, cost)
+    return Measure(meter.terms, cost, None, meter.key_cost)

@@ -52,7 +52,7 @@ FIRST_RESULT_HOOKS = frozenset(
     name for name in HOOK_ARGS if getattr(getattr(hookspecs, name), "airi_spec", {}).get("firstresult")
 )
 #: Hooks whose implementations must be plain functions (the kernel does not await them).
-SYNC_ONLY_HOOKS = frozenset({"airi_route", "airi_config_model", "airi_peer_health_changed"})
+SYNC_ONLY_HOOKS = frozenset({"airi_route", "airi_config_model", "airi_peer_health_changed", "airi_source_claimed"})
 
 
 class PluginError(Exception):
@@ -227,6 +227,9 @@ class Hooks:
 
     def peer_health_changed(self, hub: Hub, peer: Peer, healthy: bool, reason: str) -> None:
         self._call_sync(self._plans["airi_peer_health_changed"], (hub, peer, healthy, reason))
+
+    def source_claimed(self, hub: Hub, peer: Peer, source: dict[str, Any], event: Event) -> None:
+        self._call_sync(self._plans["airi_source_claimed"], (hub, peer, source, event))
 
     def event(self, hub: Hub, peer: Peer, event: Event) -> Accept | Reject | None | Awaitable[Accept | Reject | None]:
         return self._call(self._plans["airi_event"], (hub, peer, event))  # type: ignore[no-any-return]

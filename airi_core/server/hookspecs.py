@@ -10,8 +10,9 @@ A plugin is a module or a class (instantiated once per hub) whose functions carr
 Every hook receives the :class:`~airi_core.Hub` as ``hub`` (its docstring lists what a plugin
 may use); only declare the arguments you use (pluggy passes arguments by name). Hooks marked
 *may be async* can be ``async def``: the kernel awaits them (with ``[plugins] hook_timeout_ms``
-as the limit). ``airi_route``, ``airi_peer_health_changed`` and ``airi_config_model`` must be
-plain functions (they run on the hot path or outside the event loop's flow).
+as the limit). ``airi_route``, ``airi_peer_health_changed``, ``airi_source_claimed`` and
+``airi_config_model`` must be plain functions (they run on the hot path or outside the event
+loop's flow).
 
 Result rules: a *first-result* hook is asked plugin by plugin (in pluggy order: ``tryfirst`` /
 ``trylast``, then later registration first; route hooks reordered by ``[plugins] order``) until
@@ -117,9 +118,10 @@ def airi_peer_disconnected(hub: Hub, peer: Peer, reason: str) -> Any:
 def airi_authenticate(hub: Hub, peer: Peer, token: str | None, event: Event | None) -> Accept | Reject | None:
     """Decide whether ``peer`` is authenticated (first result, may be async).
 
-    Called twice in a peer's life: once right after it connects with ``token=None`` and
-    ``event=None`` (a plugin may accept from the handshake alone; the built-in ``auth`` plugin
-    accepts here when no token is configured), and on each ``module:authenticate`` event with the
+    Called once right after a peer connects with ``token=None`` and ``event=None`` (a plugin may
+    accept from the handshake alone; the built-in ``auth`` plugin accepts here when no token is
+    configured), and on each authenticate event (``module:authenticate``, and the 2026-08
+    ``peer:authenticate`` / ``extension:authenticate``: ``event.type`` tells) with the
     ``data.token`` sent (``""`` when missing or not a string).
 
     Return :data:`~airi_core.ACCEPT` to accept (the core sends ``module:authenticated`` and runs
@@ -141,18 +143,21 @@ def airi_authenticate(hub: Hub, peer: Peer, token: str | None, event: Event | No
 def airi_peer_authenticated(hub: Hub, peer: Peer, parent_id: str | None) -> Any:
     """Called when ``peer`` was just accepted and ``module:authenticated`` sent (may be async).
 
-    ``parent_id`` is the ``metadata.event.id`` of the ``module:authenticate`` event (None at
-    connect time). The built-in ``registry`` plugin sends the registry sync from here. The
+    ``parent_id`` is the ``metadata.event.id`` of the authenticate event (None at connect
+    time); the reply (``module:authenticated``, or the 2026-08 ``peer:authenticated`` /
+    ``extension:authenticated``) has been sent. The built-in ``registry`` plugin sends the registry sync from here. The
     return value is ignored.
     """
 
 
 @hookspec(firstresult=True)
 def airi_announce(hub: Hub, peer: Peer, announcement: Announcement, event: Event) -> Accept | Reject | None:
-    """Called when a ``module:announce`` passed the protocol checks (first result, may be async).
+    """Called when a module announce passed the protocol checks (first result, may be async):
+    ``announcement.family`` is ``"module"`` for ``module:announce`` and ``"extension"`` for the
+    2026-08 ``extension:module:announce``.
 
-    The core has already validated ``name``, ``index`` and ``identity`` and refused
-    unauthenticated peers when a token is configured. Return a :class:`~airi_core.Reject` to
+    The core (or the ``extensions`` plugin) has already validated ``name``, ``index`` and
+    ``identity`` and refused unauthenticated peers. Return a :class:`~airi_core.Reject` to
     refuse the announcement with an error, :data:`~airi_core.ACCEPT` when the announcement has
     been handled, or ``None`` to pass it on. The built-in ``registry`` plugin (``trylast``)
     registers the module and broadcasts ``module:announced`` and the registry sync.
@@ -178,6 +183,22 @@ def airi_peer_health_changed(hub: Hub, peer: Peer, healthy: bool, reason: str) -
 
     The built-in ``registry`` plugin broadcasts ``registry:modules:health:(un)healthy``. The
     return value is ignored.
+    """
+
+
+@hookspec
+def airi_source_claimed(hub: Hub, peer: Peer, source: dict[str, Any], event: Event) -> Any:
+    """Called when a frame of an authenticated ``peer`` carries a ``metadata.source`` other
+    than the one the hub stamps on what ``peer`` sends (``peer.source``), before the frame is
+    handled. Must not be async; every implementation is called.
+
+    By itself a claimed source changes nothing: routed events carry ``peer.source`` whatever
+    the frame says. A plugin may adopt the claim as the peer's identity with
+    ``hub.registry.adopt(peer, identity, source, verified)``; the built-in ``extensions``
+    plugin does so for the 2026-08 generation's rule (an extension-module-shaped source before
+    the first announce; after an extension module announce, a source naming one of the peer's
+    module ids selects that module's announced identity). Never called for a source claiming
+    the server's plugin id. The return value is ignored.
     """
 
 

@@ -6,18 +6,25 @@ For every frame the transport hands over (:meth:`Hub.on_frame`):
 2. a raw ``ping``/``pong`` text frame -> ``airi_heartbeat`` (never an error);
 3. decode once (:func:`airi_core.protocol.events.decode_frame`); a bad frame is answered with the
    protocol's error and changes nothing else;
-4. dispatch by type: ``transport:connection:heartbeat`` -> ``airi_heartbeat``;
+4. a frame whose ``metadata.source`` differs from the peer's -> ``airi_source_claimed`` (a
+   plugin may adopt it as the peer's identity: the 2026-08 generation's rule);
+5. dispatch by type: ``transport:connection:heartbeat`` -> ``airi_heartbeat``;
    ``module:authenticate`` -> ``airi_authenticate``; ``module:announce`` -> protocol checks ->
-   ``airi_announce``; anything else -> ``airi_event`` (a plugin may claim it), else routing:
-   ``airi_route`` decides, the kernel delivers the sender's frame unchanged.
+   ``airi_announce``; anything else -> ``airi_event`` (a plugin may claim it: the 2026-08
+   ``peer:authenticate`` / ``extension:*`` handshake is such a plugin, calling back
+   :meth:`Hub.authenticate` and :meth:`Hub.announce`), else routing: ``airi_route`` decides, the
+   kernel delivers the sender's frame unchanged.
 
 Kernel rules (the only behaviour not in a plugin): the envelope checks (strict JSON only); an
 unauthenticated peer can neither announce nor route; nothing is processed for a peer once it was
-dropped (frames it sent before are ignored); a peer's identity is the one it announced, never what
-its frames' ``metadata.source`` claims, and no identity before it announced; no peer may look
+dropped (frames it sent before are ignored); a peer's identity is the one it announced (or one a
+plugin adopted, see ``airi_source_claimed``), never what its frames' ``metadata.source`` claims by
+itself; no peer may look
 like the server (server-only event types, the server's source, the server's identity in an
 announce are refused); every event plugins see and receivers get carries the sender's announced
-identity as ``metadata.source`` (:meth:`Event.attributed`); a routed event never goes back to its
+identity as ``metadata.source`` (:meth:`Event.attributed`); a frame without ``data`` is
+``invalid event format`` from a 2026-08 connection (``peer.generation == "head"``) and
+forwarded with ``"data": {}`` from an April one; a routed event never goes back to its
 sender nor to an unauthenticated peer, and goes only to peers that pass every filter of the
 route context; no plugin failure ends a connection.
 
@@ -39,8 +46,25 @@ from websockets.asyncio.server import Server
 
 from .. import __version__
 from ..protocol import errors
-from ..protocol.events import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, is_server_event_type, new_id
-from ..protocol.identity import SERVER_PLUGIN_ID, announce_error, instance_id_of, non_negative_int, plugin_id_of
+from ..protocol.events import (
+    HEARTBEAT_FRAMES,
+    DecodeError,
+    Event,
+    canonical,
+    decode_frame,
+    dumps,
+    is_server_event_type,
+    new_id,
+    same_json,
+)
+from ..protocol.identity import (
+    SERVER_PLUGIN_ID,
+    announce_error,
+    instance_id_of,
+    non_negative_int,
+    normalize_identity,
+    plugin_id_of,
+)
 from .config import Settings
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
 from .hooks import Hooks, PluginError
@@ -70,6 +94,8 @@ class Hub:
       (:class:`~airi_core.server.registry.PeerRegistry`), :attr:`stats` (counters; a plugin may
       add its own), :attr:`log`, :meth:`plugin_config`;
     - sending: :meth:`send`, :meth:`send_error`, :meth:`broadcast`, :meth:`metadata`;
+    - handshakes a plugin drives (another protocol generation): :meth:`authenticate`,
+      :meth:`announce`;
     - peers: :meth:`set_health`, :meth:`disconnect`, :meth:`backlog`;
     - routing: :meth:`add_route_filter` / :meth:`remove_route_filter` (a filter that holds for
       every routed event, whatever the route plugins decide);
@@ -240,9 +266,12 @@ class Hub:
         except PluginError as exc:
             self._plugin_failed(exc, None, None)
 
-    async def _accept(self, peer: Peer, parent_id: str | None) -> None:
+    async def _accept(
+        self, peer: Peer, parent_id: str | None, reply: tuple[str, dict[str, Any]] | None = None
+    ) -> None:
         self.registry.mark_authenticated(peer)
-        self.send(peer, "module:authenticated", {"authenticated": True}, parent_id)
+        rtype, rdata = reply if reply is not None else ("module:authenticated", {"authenticated": True})
+        self.send(peer, rtype, rdata, parent_id)
         res = _maybe(self._hooks.peer_authenticated(self, peer, parent_id))
         if res is not None:
             await res
@@ -294,6 +323,18 @@ class Hub:
 
     def _dispatch(self, peer: Peer, event: Event) -> Awaitable[Any] | None:
         etype = event.type
+        md = event.metadata
+        src = md.get("source") if md is not None else None
+        src_key = None
+        if src is not None and peer.authenticated:
+            src_key = canonical(src)
+            if src_key != peer.identity_key and not same_json(src, peer.source):
+                # a source other than the peer's: a plugin may adopt it (never for the server's)
+                if plugin_id_of(src) != SERVER_PLUGIN_ID:
+                    self._hooks.source_claimed(self, peer, src, event)
+        if "data" not in event.body and peer.generation == "head":
+            self.send_error(peer, errors.INVALID_EVENT_FORMAT, event.id)  # the 2026-08 envelope rule
+            return None
         if etype == "transport:connection:heartbeat":
             data = event.data
             kind = data.get("kind")
@@ -310,16 +351,10 @@ class Hub:
         if is_server_event_type(etype):
             self.send_error(peer, errors.server_only_event(etype), event.id)
             return None
-        md = event.metadata
-        if md is not None:
-            src = md.get("source")
-            if src is not None and plugin_id_of(src) == SERVER_PLUGIN_ID:
-                self.send_error(peer, errors.SERVER_SOURCE_CLAIMED, event.id)
-                return None
-        if peer.announced:
-            event = event.attributed(peer.identity, peer.identity_key)
-        else:
-            event = event.attributed(None)
+        if src is not None and plugin_id_of(src) == SERVER_PLUGIN_ID:
+            self.send_error(peer, errors.SERVER_SOURCE_CLAIMED, event.id)
+            return None
+        event = event.attributed(peer.source, peer.identity_key, src_key)
         claim = self._hooks.event(self, peer, event)
         if claim is None:
             self._route(peer, event)
@@ -338,23 +373,52 @@ class Hub:
             self.send_error(peer, claim.message, event.id)
 
     async def _authenticate(self, peer: Peer, event: Event) -> None:
+        await self.authenticate(peer, event)
+
+    async def authenticate(
+        self, peer: Peer, event: Event, reply: tuple[str, dict[str, Any]] | None = None
+    ) -> bool:
+        """Authenticate ``peer`` with ``event.data.token`` (a non-string token counts as
+        ``""``) through ``airi_authenticate``, as for ``module:authenticate``: on success the
+        peer is marked authenticated, gets ``reply`` (``(type, data)``; default
+        ``module:authenticated {authenticated: true}``) with the event's id as ``parentId``, and
+        ``airi_peer_authenticated`` runs (the registry sync); on failure it gets the refusal
+        (``invalid token``) and stays as it was. Returns whether it succeeded."""
         token = event.data.get("token")
         res = self._hooks.authenticate(self, peer, token if isinstance(token, str) else "", event)
         if _maybe(res) is not None:
             res = await res
         if peer.closed:
-            return
+            return False
         if isinstance(res, Accept):
             self.wslog.debug("authenticated %s", peer.describe, extra={"peer": peer.id})
-            await self._accept(peer, event.id)
-            return
+            await self._accept(peer, event.id, reply)
+            return True
         # debug only: one line per guess would let a guesser flood the log (the auth plugin
         # logs failures once per address and window)
         self.wslog.debug("authentication failed for %s from %s", peer.id, peer.remote, extra={"peer": peer.id})
         self.send_error(peer, res.message if isinstance(res, Reject) else errors.INVALID_TOKEN, event.id)
+        return False
+
+    async def announce(self, peer: Peer, announcement: Announcement, event: Event) -> bool:
+        """Run ``airi_announce`` for an announcement that passed its protocol checks (the
+        ``registry`` plugin registers it and tells everyone); a refusal is sent to ``peer`` as
+        an error. Returns False when refused."""
+        res = self._hooks.announce(self, peer, announcement, event)
+        if _maybe(res) is not None:
+            res = await res
+        if isinstance(res, Reject):
+            if not peer.closed:
+                self.send_error(peer, res.message, event.id)
+            return False
+        return True
 
     async def _announce(self, peer: Peer, event: Event) -> None:
         data = event.data
+        identity = data.get("identity")
+        normalized = normalize_identity(identity)  # the published SDK 0.8.4's default identity
+        if normalized is not identity:
+            data = {**data, "identity": normalized}
         problem = announce_error(data)
         if problem is None and not peer.authenticated:
             problem = errors.MUST_AUTHENTICATE_BEFORE_ANNOUNCING
@@ -373,11 +437,7 @@ class Hub:
             possible if isinstance(possible, list) else [],
             data,
         )
-        res = self._hooks.announce(self, peer, ann, event)
-        if _maybe(res) is not None:
-            res = await res
-        if isinstance(res, Reject) and not peer.closed:
-            self.send_error(peer, res.message, event.id)
+        await self.announce(peer, ann, event)
 
     def _route(self, sender: Peer, event: Event) -> None:
         if sender.closed:  # dropped while a plugin's async airi_event was deciding

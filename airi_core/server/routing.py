@@ -18,14 +18,24 @@ PeerFilter = Callable[["Peer"], bool]
 
 @dataclass(slots=True)
 class Announcement:
-    """A ``module:announce`` that passed the protocol checks: ``name``, ``index`` (None when
-    absent), ``identity``, ``possible_events`` and the raw ``data``."""
+    """A module announce that passed the protocol checks: ``name``, ``index`` (None when
+    absent), ``identity``, ``possible_events`` and the raw ``data``. ``family`` is ``"module"``
+    for an April ``module:announce`` (``identity`` a ``ModuleIdentity``, normalised when the
+    published SDK 0.8.4 sent its default ``{plugin, instanceId}``) and ``"extension"`` for a
+    2026-08 ``extension:module:announce`` (``identity`` an ``ExtensionModuleIdentity``, no
+    index)."""
 
     name: str
     index: int | None
     identity: dict[str, Any]
     possible_events: list[Any] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    family: str = "module"
+
+    @property
+    def event_type(self) -> str:
+        """The announce event's type: ``module:announce`` or ``extension:module:announce``."""
+        return "module:announce" if self.family == "module" else "extension:module:announce"
 
 
 class RouteContext:

@@ -27,8 +27,9 @@ first failure of each window and the lockout, once per address each, never every
 default ``["*"]`` allows anything, ``[]`` nothing):
 
 - ``modules``: module names it may announce (``module:announce``);
-- ``send``: event types it may send: every event but heartbeats, ``module:authenticate`` and
-  ``module:announce``, that is routed events and control events such as
+- ``send``: event types it may send: every event but heartbeats and the handshake
+  (``module:authenticate``, ``module:announce``, ``peer:authenticate``, ``extension:authenticate``,
+  ``extension:announce``, ``extension:module:announce``), that is routed events and control events such as
   ``module:consumer:register`` / ``unregister`` and ``ui:configure``;
 - ``receive``: event types that may be routed to it from other peers (broadcast, destinations,
   consumer delivery, the devtools bypass). The hub's own events (``module:authenticated``,
@@ -60,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from airi_core import ACCEPT, BROADCAST, Accept, Announcement, Drop, Event, Hub, Peer, Reject, RouteContext, errors, hookimpl
 from airi_core.protocol import compile_glob
+from airi_core.protocol.events import HANDSHAKE_EVENT_TYPES
 
 #: How many remote addresses the throttle remembers at most (about 100 bytes each).
 TRACKED_ADDRESSES = 10_000
@@ -407,8 +409,8 @@ class ClientPermissions:
     @hookimpl(tryfirst=True)
     def airi_event(self, hub: Hub, peer: Peer, event: Event) -> Reject | None:
         grant = self.grants.get(peer)
-        if grant is None or grant.may_send(event.type):
-            return None
+        if grant is None or event.type in HANDSHAKE_EVENT_TYPES or grant.may_send(event.type):
+            return None  # a 2026-08 handshake event is governed like its April twin (``modules``)
         hub.stats["permission_denied"] += 1
         return Reject(errors.permission_denied(f"may not send '{_cut(event.type)}'"))
 

@@ -1,13 +1,13 @@
 """``bypass``: the devtools bypass (``[routing] allow_bypass``, default true).
 
-A devtools peer (label ``devtools`` = ``true``/``1``, or ``devtools`` in its announced module
-name) that sends ``route.bypass: true`` skips the routing policy, destinations and delivery
+A devtools peer (label ``devtools`` = ``true``/``1`` in its announced identity, April or
+2026-08, or ``devtools`` in its April module name) that sends ``route.bypass: true`` skips the routing policy, destinations and delivery
 rules: the event goes to every authenticated peer but the sender. It grants that by setting
 ``ctx.bypass``, the one way past the filters other route plugins add.
 
-Only the announced identity counts: a peer that has not announced is never devtools, whatever
-its frames' ``metadata.source`` says (the hub never adopts a claimed source), and a later
-``metadata.source`` cannot add the label (only a re-announce changes an identity).
+Only an announced identity counts: a peer that has not announced is never devtools, whatever
+its frames' ``metadata.source`` says (an adopted 2026-08 source is not an announce), and a later
+``metadata.source`` cannot add the label (only a re-announce changes an announced identity).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class DevtoolsBypass:
         if route is None or not route.get("bypass"):
             return None
         sender = ctx.sender
-        if not self.allow or not sender.announced or not is_devtools(sender):
+        if not self.allow or not is_devtools(sender):
             return None
         ctx.bypass = True
         return BROADCAST

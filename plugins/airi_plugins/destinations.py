@@ -1,5 +1,9 @@
 """``destinations``: ``route.destinations`` when the key is present (an empty list means nobody),
-else ``data.destinations`` when it is a non-empty list, else no restriction. See
+else ``data.destinations`` when it is a non-empty list, else no restriction. An empty
+``data.destinations`` follows the sender's generation: nobody for a 2026-08 connection
+(``peer.generation == "head"``, as the HEAD reference), no restriction for an April one (as the
+April reference). A destination list that is not a list never gets here: the kernel refuses it
+as ``invalid event format``. See
 :mod:`airi_core.protocol.matching` for every form a destination may take.
 
 Bounded work per event (``[plugins.destinations]``, :class:`DestinationsSettings`): before a list
@@ -65,17 +69,18 @@ def compile_route(dests: list[Any]) -> Compiled:
     imply them) let routing look peers up by name; the predicate is None when the names alone
     answer exactly (plain ``module:``/``source:`` strings)."""
     hint = destinations_hint(dests)
-    if hint is not None and all(isinstance(d, str) for d in dests):
-        return None, hint
+    if hint is not None and all(isinstance(d, str) and d.startswith("module:") for d in dests):
+        return None, hint  # the registry's name index answers module:NAME exactly
     return compile_destinations(dests), hint
 
 
 class _Entry:
-    __slots__ = ("compiled", "cost", "size", "owner")
+    __slots__ = ("compiled", "cost", "key_cost", "size", "owner")
 
-    def __init__(self, compiled: Compiled, cost: int, size: int, owner: str) -> None:
+    def __init__(self, compiled: Compiled, cost: int, key_cost: int, size: int, owner: str) -> None:
         self.compiled = compiled
         self.cost = cost
+        self.key_cost = key_cost
         self.size = size
         self.owner = owner
 
@@ -141,7 +146,7 @@ class Destinations:
         found = measure(dests, self.limits)
         if found.error is not None:
             return found.error
-        entry = _Entry(compile_route(dests), found.cost, len(key) + ENTRY_OVERHEAD * (found.terms + 1), sender.id)
+        entry = _Entry(compile_route(dests), found.cost, found.key_cost, len(key) + ENTRY_OVERHEAD * (found.terms + 1), sender.id)
         if key and entry.size <= settings.cache_bytes:
             cache = self._cache
             while cache and self.cache_used_bytes + entry.size > settings.cache_bytes:
@@ -164,7 +169,11 @@ class Destinations:
                 return None
         else:
             dests = event.data.get("destinations")
-            if not isinstance(dests, list) or not dests:
+            if not isinstance(dests, list):
+                return None
+            if not dests:
+                if ctx.sender.generation == "head":
+                    ctx.narrow(())  # the 2026-08 rule: an explicit empty list is nobody
                 return None
         entry = self.compiled(dests, ctx.sender)
         if isinstance(entry, str):
@@ -177,7 +186,10 @@ class Destinations:
         if predicate is not None:
             peers = len(ctx.pool) if ctx.pool is not None else len(hub.registry)
             limit = self.settings.max_match_work
-            if entry.cost * peers > limit:
+            work = entry.cost * peers
+            if entry.key_cost:  # bare globs also test every extension module's name and id
+                work += entry.key_cost * 2 * hub.registry.extension_module_count()
+            if work > limit:
                 message = destinations_too_costly(peers, limit)
                 return Drop(message, message)
             ctx.add_filter(predicate)

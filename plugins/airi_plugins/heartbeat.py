@@ -6,6 +6,12 @@ Every ``transport:connection:heartbeat`` ping is answered with ``{kind: "pong", 
 5 checks in a row is marked unhealthy (``heartbeat late``), for 10 it is closed and de-announced
 with ``heartbeat expired``. Any frame from the peer counts as activity: the kernel records its
 time in ``peer.last_seen`` and marks an unhealthy peer healthy again when one arrives.
+
+The hub also pings: an authenticated peer silent for half the read timeout gets
+``transport:connection:heartbeat {kind: "ping", message, at}``, at most once per half read
+timeout of silence. Both SDK generations answer with a pong (the 2026-08 one only once ready),
+which is activity; an unanswered ping is never held against a peer (only silence counts). It
+keeps a busy hub from dropping 2026-08 clients that only ping when they hear nothing.
 """
 
 from __future__ import annotations
@@ -50,11 +56,25 @@ def check_liveness(hub: Hub, now: float, interval_s: float) -> None:
             hub.set_health(peer, False, "heartbeat late")
 
 
+def ping_silent(hub: Hub, now: float, half_s: float, message: str) -> None:
+    """Ping every authenticated peer silent for ``half_s`` that was not pinged in the last
+    ``half_s`` (the ping timer calls this a few times per ``half_s``)."""
+    for peer in hub.registry.authenticated():
+        if now - peer.last_seen >= half_s and now - peer.state.get("heartbeat-ping", 0.0) >= half_s:
+            peer.state["heartbeat-ping"] = now
+            hub.send(
+                peer,
+                "transport:connection:heartbeat",
+                {"kind": "ping", "message": message, "at": int(time.time() * 1000)},
+            )
+
+
 class Heartbeat:
     airi_config_section = "heartbeat"
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self.settings = HeartbeatSettings()
 
     @hookimpl
@@ -74,15 +94,27 @@ class Heartbeat:
     @hookimpl
     def airi_startup(self, hub: Hub) -> None:
         self.settings = hub.plugin_config(self) or HeartbeatSettings()  # type: ignore[assignment]
-        self._task = asyncio.get_running_loop().create_task(self._run(hub))
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(hub))
+        self._pinger = loop.create_task(self._ping(hub))
 
     @hookimpl
     async def airi_shutdown(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._pinger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._pinger = None
+
+    async def _ping(self, hub: Hub) -> None:
+        half = self.settings.read_timeout_ms / 2000
+        while True:
+            await asyncio.sleep(max(half / 4, 0.05))
+            try:
+                ping_silent(hub, time.monotonic(), half, self.settings.message)
+            except Exception:  # never let the timer die silently
+                hub.log.exception("heartbeat ping failed")
 
     async def _run(self, hub: Hub) -> None:
         interval = self.settings.interval_ms / 1000

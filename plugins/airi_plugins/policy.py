@@ -1,7 +1,9 @@
 """``policy``: the routing policy of ``[routing.policy]``.
 
 A receiver must have its plugin id in ``allow_plugins`` (when set) and not in ``deny_plugins``,
-match every selector of ``allow_labels`` (when set), and not match all of ``deny_labels`` (when
+where a receiver's plugin id is its April ``plugin.id`` or its 2026-08 extension id (either
+matches; ``allow_extensions`` / ``deny_extensions``, the 2026-08 names, are synonyms merged into
+the same lists), match every selector of ``allow_labels`` (when set), and not match all of ``deny_labels`` (when
 set). The plugin adds its predicate as a standing route filter of the hub
 (``hub.add_route_filter``) rather than implementing ``airi_route``: it then holds for every
 routed event whatever the route plugins decide (broadcast, destinations, consumer delivery, a
@@ -25,34 +27,41 @@ class PolicySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     allow_plugins: list[str] = []
     deny_plugins: list[str] = []
+    #: The 2026-08 names of ``allow_plugins`` / ``deny_plugins`` (merged into them).
+    allow_extensions: list[str] = []
+    deny_extensions: list[str] = []
     allow_labels: list[str] = []
     deny_labels: list[str] = []
 
     @property
     def active(self) -> bool:
-        return bool(self.allow_plugins or self.deny_plugins or self.allow_labels or self.deny_labels)
+        return bool(
+            self.allow_plugins or self.deny_plugins or self.allow_extensions or self.deny_extensions
+            or self.allow_labels or self.deny_labels
+        )
 
 
 def policy_predicate(policy: PolicySettings) -> Callable[[Peer], bool]:
     """Whether the policy lets a peer receive events; the verdict is cached on the peer until
     its identity changes."""
-    allow_plugins = frozenset(policy.allow_plugins)
-    deny_plugins = frozenset(policy.deny_plugins)
+    allow_plugins = frozenset(policy.allow_plugins) | frozenset(policy.allow_extensions)
+    deny_plugins = frozenset(policy.deny_plugins) | frozenset(policy.deny_extensions)
     allow_labels = [parse_selector(s) for s in policy.allow_labels]
     deny_labels = [parse_selector(s) for s in policy.deny_labels]
 
     def allowed(peer: Peer) -> bool:
         cached = peer.state.get("policy")
-        if cached is not None and cached[0] is peer.identity and cached[1] is policy:
+        if cached is not None and cached[0] is peer.labels and cached[1] is policy:
             return cached[2]  # type: ignore[no-any-return]
         ok = judge(peer)
-        peer.state["policy"] = (peer.identity, policy, ok)
+        peer.state["policy"] = (peer.labels, policy, ok)  # a new labels object on every change
         return ok
 
     def judge(peer: Peer) -> bool:
-        if allow_plugins and peer.plugin_id not in allow_plugins:
+        ids = {peer.plugin_id, peer.extension_id} - {""}
+        if allow_plugins and ids.isdisjoint(allow_plugins):
             return False
-        if deny_plugins and peer.plugin_id in deny_plugins:
+        if deny_plugins and not ids.isdisjoint(deny_plugins):
             return False
         if allow_labels and not selectors_match(allow_labels, peer.labels):
             return False

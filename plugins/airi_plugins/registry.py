@@ -47,8 +47,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airi_core import ACCEPT, Accept, Announcement, Event, Hub, Peer, Reject, errors, hookimpl
+from airi_core import Module
 from airi_core.protocol.events import canonical
-from airi_core.protocol.identity import label_count
+from airi_core.protocol.identity import extension_source, instance_id_of, label_count, source_consistent
 
 #: How often peers whose sync was held back (they were behind) are looked at again.
 RETRY_S = 0.05
@@ -79,8 +80,13 @@ class RegistrySettings(BaseModel):
     max_registry_bytes: int | None = Field(None, ge=1024)
     #: Announces a connection may send at once...
     announce_burst: int = Field(10, ge=1)
-    #: ...and then per second (a token bucket).
+    #: ...and then per second (a token bucket). ``extension:announce`` counts too.
     announce_rate_per_second: float = Field(1.0, gt=0)
+    #: Most extension modules one connection may hold (2026-08 ``extension:module:announce``).
+    max_modules_per_connection: int = Field(64, ge=1)
+    #: Largest ``data`` of an ``extension:announce`` / ``extension:module:announce``, in bytes of
+    #: compact JSON: it is echoed to every authenticated peer.
+    max_announce_bytes: int = Field(64 * 1024, ge=1024)
 
 
 def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> int:
@@ -99,14 +105,15 @@ def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> N
 
 class _Announcer:
     """What the registry keeps per connection that announced: its announce token bucket and the
-    size of its registry entry."""
+    sizes of its registry entries (its April module's, its extension modules' by id)."""
 
-    __slots__ = ("tokens", "at", "size", "error_at")
+    __slots__ = ("tokens", "at", "legacy", "sizes", "error_at")
 
     def __init__(self, tokens: float, at: float) -> None:
         self.tokens = tokens
         self.at = at
-        self.size = 0
+        self.legacy = 0
+        self.sizes: dict[str, int] = {}
         self.error_at = float("-inf")  # when the last rate-limit error went out
 
 
@@ -154,14 +161,24 @@ class ModuleRegistryPlugin:
         self._pending.clear()
 
     # -- syncs -----------------------------------------------------------------------------------
-    def changed(self, hub: Hub) -> None:
-        """The module list changed: schedule (or send) the broadcast registry sync."""
+    def changed(self, hub: Hub, now_for: Peer | None = None) -> None:
+        """The module list changed: schedule (or send) the broadcast registry sync. With
+        ``now_for`` (a 2026-08 announcer, which waits for a sync listing its module) that peer
+        gets the sync at once, and so does everyone else when the bandwidth budget allows
+        (then exactly as the HEAD reference sends it), else with the next coalesced one."""
         debounce = self._settings.sync_debounce_ms / 1000
-        if debounce <= 0:
-            self._sync_to(hub, list(hub.registry.authenticated()))
-            return
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if debounce <= 0 or (now_for is not None and now >= self._next_allowed):
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            size = self._sync_to(hub, list(hub.registry.authenticated()))
+            if debounce > 0:
+                self._next_allowed = now + size / self._settings.sync_bytes_per_second
+            return
+        if now_for is not None:
+            self._sync_to(hub, [now_for])
         if self._timer is None:
             self._first_change = now
         else:
@@ -204,7 +221,9 @@ class ModuleRegistryPlugin:
     def airi_peer_authenticated(self, hub: Hub, peer: Peer, parent_id: str | None) -> None:
         sync(hub, peer, parent_id)
 
-    def _check(self, peer: Peer, ann: Announcement, key: bytes, now: float) -> tuple[str | None, int]:
+    def _check(
+        self, peer: Peer, ann: Announcement, key: bytes, now: float, replacing: Module | None = None
+    ) -> tuple[str | None, int]:
         """The refusal of ``ann`` (None when it may go on; ``""``: dropped without an answer)
         and its entry's size."""
         cfg = self._settings
@@ -219,16 +238,27 @@ class ModuleRegistryPlugin:
             st.error_at = now
             return errors.announce_rate_limited(cfg.announce_burst, cfg.announce_rate_per_second), 0
         st.tokens -= 1
+        etype = ann.event_type
         if len(ann.name) > cfg.max_name_chars:
-            return errors.announce_name_too_long(cfg.max_name_chars), 0
+            return errors.announce_name_too_long(cfg.max_name_chars, etype), 0
         identity_bytes = len(key)
         if identity_bytes > cfg.max_identity_bytes:
-            return errors.announce_identity_too_large(cfg.max_identity_bytes), 0
+            return errors.announce_identity_too_large(cfg.max_identity_bytes, etype), 0
         if label_count(ann.identity) > cfg.max_labels:
-            return errors.announce_too_many_labels(cfg.max_labels), 0
-        # {"name":..,"index":..,"identity":..} as the sync lists it
+            return errors.announce_too_many_labels(cfg.max_labels, etype), 0
+        # {"name":..,"index":..,"identity":..} as the sync lists it (an extension identity
+        # gains kind and plugin.id: at most the extension id's length again)
         size = identity_bytes + len(canonical(ann.name)) + 40
-        if self._total - st.size + size > self._max_registry:
+        if ann.family == "extension":
+            if len(canonical(ann.data)) > cfg.max_announce_bytes:  # echoed to every peer
+                return errors.announce_too_large(cfg.max_announce_bytes, etype), 0
+            if replacing is None and len(peer.modules) >= cfg.max_modules_per_connection:
+                return errors.too_many_modules(cfg.max_modules_per_connection), 0
+            size += len(canonical(ann.identity["extension"].get("id"))) + 30
+            before = st.sizes.get(instance_id_of(ann.identity), 0)
+        else:
+            before = st.legacy
+        if self._total - before + size > self._max_registry:
             return errors.registry_full(self._max_registry), 0
         return None, size
 
@@ -238,12 +268,16 @@ class ModuleRegistryPlugin:
         if peer.closed:
             return ACCEPT  # dropped while its announce was on the way: nothing to register
         key = canonical(ann.identity)
-        problem, size = self._check(peer, ann, key, asyncio.get_running_loop().time())
+        extension = ann.family == "extension"
+        replacing = peer.modules.get(instance_id_of(ann.identity)) if extension else None
+        problem, size = self._check(peer, ann, key, asyncio.get_running_loop().time(), replacing)
         if problem == "":
             return ACCEPT  # over the rate limit, and told so less than a second ago
         if problem is not None:
             hub.log.info("announce refused for %s: %s", peer.describe, problem, extra={"peer": peer.id})
             return Reject(problem)
+        if extension:
+            return self._announce_extension(hub, peer, ann, event, size)
         if peer.announced:
             if peer.name == ann.name and peer.index == ann.index and peer.identity_key == key:
                 return ACCEPT  # identical re-announce: nothing changes
@@ -254,11 +288,39 @@ class ModuleRegistryPlugin:
         elif not hub.registry.register_module(peer, ann.name, ann.index, ann.identity):
             return ACCEPT
         st = self._announcers[peer]
-        self._total += size - st.size
-        st.size = size
+        self._total += size - st.legacy
+        st.legacy = size
         hub.log.info("announced %s (%s)", peer.describe, peer.plugin_id, extra={"peer": peer.id})
         hub.broadcast("module:announced", peer.module_entry(), event.id, exclude=peer)
         self.changed(hub)
+        return ACCEPT
+
+    def _announce_extension(self, hub: Hub, peer: Peer, ann: Announcement, event: Event, size: int) -> Accept:
+        """The 2026-08 sequence (PROTOCOL-HEAD.md 2.4): a changed name de-announces the old
+        module (``reannounced``, to everyone), then everyone gets a sync listing the module
+        (the sender at once: the HEAD SDK becomes ready on it), then the announce's data is
+        echoed as ``extension:module:announced``, first to the sender, then to the others."""
+        registry = hub.registry
+        registry.set_extension(peer, ann.identity["extension"])
+        done = registry.register_extension_module(peer, ann.name, ann.identity)
+        if done is None:
+            return ACCEPT
+        module, old = done
+        st = self._announcers[peer]
+        self._total += size - st.sizes.get(module.id, 0)
+        st.sizes[module.id] = size
+        if old is not None and old.name != module.name:
+            hub.broadcast("extension:module:de-announced", {**old.notice, "possibleEvents": [], "reason": "reannounced"})
+        selected = peer.identity
+        if not peer.announced and (selected is None or instance_id_of(selected) == module.id):
+            # the announce names who the connection is (its source carries the same id)
+            current = peer.source
+            source = current if current is not None and source_consistent(current, module.identity) else extension_source(module.identity)
+            registry.adopt(peer, module.identity, source, verified=True)
+        if old is None or old.name != module.name:
+            hub.log.info("announced %s (extension %s)", module.name, peer.extension_id, extra={"peer": peer.id})
+        self.changed(hub, now_for=peer)
+        hub.broadcast("extension:module:announced", ann.data, event.id)  # the sender included
         return ACCEPT
 
     @hookimpl
@@ -266,17 +328,27 @@ class ModuleRegistryPlugin:
         self._pending.pop(peer, None)
         st = self._announcers.pop(peer, None)
         if st is not None:
-            self._total -= st.size
-        if not peer.announced:
-            return
-        _de_announced(hub, peer, peer.module_entry(), reason)
+            self._total -= st.legacy + sum(st.sizes.values())
+        if not peer.announced and not peer.modules:
+            return  # a connection with no modules causes no broadcast
+        if peer.announced:
+            _de_announced(hub, peer, peer.module_entry(), reason)
+        for module in peer.modules.values():
+            hub.broadcast("extension:module:de-announced", {**module.notice, "possibleEvents": [], "reason": reason}, exclude=peer)
         self.changed(hub)
 
     @hookimpl
     def airi_peer_health_changed(self, hub: Hub, peer: Peer, healthy: bool, reason: str) -> None:
-        if not peer.announced or not peer.authenticated:
+        if not peer.authenticated:
             return
-        if healthy:
-            hub.broadcast("registry:modules:health:healthy", peer.module_entry())
-        else:
-            hub.broadcast("registry:modules:health:unhealthy", {**peer.module_entry(), "reason": reason})
+        if peer.announced:
+            if healthy:
+                hub.broadcast("registry:modules:health:healthy", peer.module_entry())
+            else:
+                hub.broadcast("registry:modules:health:unhealthy", {**peer.module_entry(), "reason": reason})
+        for module in peer.modules.values():
+            if healthy:
+                hub.broadcast("registry:modules:health:healthy", module.notice)
+            else:
+                hub.broadcast("registry:modules:health:unhealthy", {**module.notice, "reason": reason})
+

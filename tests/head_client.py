@@ -328,13 +328,14 @@ class HeadClient:
         self.sent_frames.append(frame)
         await ws.send(frame)
 
-    async def send(self, type: str, data: Any = None, *, route: Any = None) -> dict[str, Any] | None:
-        """An application event; refused (None) unless ready, like the SDK's ``send()``."""
+    async def send(self, type: str, data: Any = None, *, route: Any = None, meta: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """An application event; refused (None) unless ready, like the SDK's ``send()``.
+        ``meta``: a superjson ``meta`` for the frame (e.g. ``{"values": {"data.at": ["Date"]}, "v": 1}``)."""
         if self.state != "ready" or self.ws is None:
             return None
         ev = self.build(type, {} if data is None else data, route=route)
         try:
-            await self._send_event(ev)
+            await self._send_event(ev, meta)
         except Exception:
             return None
         return ev

@@ -148,6 +148,18 @@ async def test_extension_authenticate_echoes_identity_then_syncs(token_hub, airi
     assert await probe_one(obs, [a], {"destinations": ["label:env=prod"]}) == {"a"}
 
 
+async def test_extension_authenticate_without_identity(hub, airi_connect):
+    """2.2: the identity is not validated and may be missing; the reply then has no identity
+    (the hub omits a key rather than send undefined) and is still an object (decision 10)."""
+    a = await head_connect(airi_connect, hub, "a")
+    start = a.mark()
+    ev = await send_head(a, "extension:authenticate", {"token": "x"})
+    reply = await a.wait_for("extension:authenticated", start=start)
+    assert reply["data"] in ({"authenticated": True}, {"identity": None, "authenticated": True})
+    assert parent_id(reply) == event_id(ev)
+    assert not a.error_messages(start)
+
+
 # -- 2.3 extension:announce ---------------------------------------------------------------------------
 async def test_extension_announce_errors_in_order(token_hub, airi_connect):
     a = await head_connect(airi_connect, token_hub, "a")
@@ -165,7 +177,8 @@ async def test_extension_announce_errors_in_order(token_hub, airi_connect):
 
 
 async def test_extension_announce_echoes_to_everyone_without_registry_change(token_hub, airi_connect):
-    a = await head_connect(airi_connect, token_hub, "a", token=TOKEN)
+    # its frames' source names the same extension (the adopted identity's extension id wins)
+    a = await head_connect(airi_connect, token_hub, "a", "a-mid", "ext-a", token=TOKEN)
     obs = await airi_connect(token_hub, "obs", token=TOKEN)
     unauth = await airi_connect(token_hub, "unauth")
     o_start, u_start, start = obs.mark(), unauth.mark(), a.mark()

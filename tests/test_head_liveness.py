@@ -96,7 +96,8 @@ async def test_answered_hub_pings_keep_a_quiet_head_client_alive(airi_hub_factor
     """The HEAD SDK pings only after pingInterval of inbound silence; a client that never
     reaches it (ping interval longer than the test) still stays healthy because it answers the
     hub's pings (decision 7)."""
-    hub = await airi_hub_factory(settings(heartbeat={"read_timeout_ms": 300, "check_interval_ms": 30}))
+    # the check interval is read_timeout / 5, as decision 6 has it: unhealthy after ~read_timeout
+    hub = await airi_hub_factory(settings(heartbeat={"read_timeout_ms": 300, "check_interval_ms": 60}))
     obs = await airi_connect(hub, "obs")
     c = HeadClient(hub.url, "proj-airi:stage-web", ping_interval=60.0, read_timeout=120.0)
     try:

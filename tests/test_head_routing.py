@@ -214,7 +214,14 @@ async def test_empty_data_destinations_by_generation(airi_hub_factory, airi_conn
     both = await head_connect(airi_connect, hub, "both")
     await ext_module_announce(both, "both-ext", mod_identity("both-mid", "both"))
     await both.announce("both")
+    status = await head_connect(airi_connect, hub, "status")
+    await status.send("peer:status", {"peerId": "status", "phase": "connected"}, route={"destinations": []})
+    kit = await head_connect(airi_connect, hub, "kit")
+    await kit.send("extension:kit:announce", {"identity": {"id": "kit-1"}}, route={"destinations": []})
     empty = {"destinations": []}
+    # any event whose type starts with peer: or extension: makes the sender HEAD-generation
+    assert await probe_one(status, rx, data=empty) == set()
+    assert await probe_one(kit, rx, data=empty) == set()
     assert await probe_one(april, rx, data=empty) == names
     assert await probe_one(plain, rx, data=empty) == names
     assert await probe_one(head, rx, data=empty) == set()
@@ -290,9 +297,10 @@ async def test_non_array_destinations_are_invalid(airi_hub_factory, airi_connect
 async def _policy_world(airi_hub_factory, airi_connect, policy):
     hub = await airi_hub_factory(settings(routing={"policy": policy}))
     sender = await airi_connect(hub, "sender", announce=True)
-    ok = await head_connect(airi_connect, hub, "head-ok")
+    # like the HEAD SDK, each sends with a source whose id is its module id (decision 8)
+    ok = await head_connect(airi_connect, hub, "head-ok", "ok-1", "ext-ok")
     await ext_module_announce(ok, "head-ok", mod_identity("ok-1", "ext-ok"))
-    no = await head_connect(airi_connect, hub, "head-no")
+    no = await head_connect(airi_connect, hub, "head-no", "no-1", "ext-no")
     await ext_module_announce(no, "head-no", mod_identity("no-1", "ext-no"))
     leg_ok = await airi_connect(hub, "leg-ok", announce=True, identity=identity("leg-ok", "ext-ok"))
     leg_p1 = await airi_connect(hub, "leg-p1", announce=True, identity=identity("leg-p1", "p1"))

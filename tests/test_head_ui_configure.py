@@ -149,3 +149,21 @@ async def test_unauthenticated_sender_is_refused(airi_hub_factory, airi_connect)
     ev = await ui.send("ui:configure", {"moduleName": "voice", "identity": mod_identity("v-1", "ext-h"), "config": {"n": nonce()}})
     await expect_error(ui, NOT_AUTHENTICATED, start=start, parent=event_id(ev))
     await h.expect_silence("module:configure", after=[ui], start=h_start)
+
+
+async def test_latest_holder_closing_leaves_the_other_configurable(hub, airi_connect):
+    """Decision 15: the latest announcer while two connections hold (name, id); once it is gone
+    the one left holds it alone and is found (no stale index)."""
+    ui = await airi_connect(hub, "ui", announce=True)
+    first = await head_connect(airi_connect, hub, "first")
+    second = await head_connect(airi_connect, hub, "second")
+    ident = mod_identity("dup-1", "ext-d")
+    await ext_module_announce(first, "dup", ident)
+    await ext_module_announce(second, "dup", ident)
+    start = ui.mark()
+    await second.close()
+    await ui.wait_for("extension:module:de-announced", start=start)
+    _, got = await configure(ui, {"moduleName": "dup", "identity": ident, "config": {"after": 1}}, first)
+    assert [e["data"] for e in got["first"]] == [{"config": {"after": 1}}], ui.error_messages(start)
+    _, got = await configure(ui, {"moduleName": "dup", "config": {"by": "name"}}, first)
+    assert [e["data"] for e in got["first"]] == [{"config": {"by": "name"}}], ui.error_messages(start)

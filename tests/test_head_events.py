@@ -25,7 +25,6 @@ from .head_helpers import (
     ext_module_announce,
     extension_announce,
     head_connect,
-    hybrid,
     lists,
     mod_identity,
     peer_authenticate,
@@ -35,7 +34,7 @@ from .head_helpers import (
     sync_entry,
     sync_ids,
 )
-from .protocol_helpers import assert_server_event, event_id, expect_error, identity, nonce, parent_id, probe_one
+from .protocol_helpers import assert_server_event, event_id, expect_error, identity, parent_id, probe_one
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from airi_core.testing import wait_until
 
 from .head_client import HeadClient

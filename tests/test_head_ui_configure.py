@@ -67,10 +67,10 @@ async def test_identity_without_module_name_finds_by_id(hub, airi_connect):
 async def test_identity_only_looks_at_extension_entries(hub, airi_connect):
     ui, h, leg, solo = await _population(hub, airi_connect)
     # the legacy "shared" (index 0) is not an extension entry; the extension "shared" is s-1
-    ev, got = await configure(ui, {"moduleName": "shared", "identity": mod_identity("s-1", "ext-h"), "config": {}}, h, leg)
+    _, got = await configure(ui, {"moduleName": "shared", "identity": mod_identity("s-1", "ext-h"), "config": {}}, h, leg)
     assert len(got["h"]) == 1 and not got["shared"]
     start = ui.mark()
-    ev = await ui.send("ui:configure", {"moduleName": "solo", "identity": mod_identity("solo-instance", "solo"), "config": {}})
+    await ui.send("ui:configure", {"moduleName": "solo", "identity": mod_identity("solo-instance", "solo"), "config": {}})
     await expect_error(ui, MODULE_NOT_FOUND, start=start)
     start = ui.mark()
     await ui.send("ui:configure", {"moduleName": "voice", "identity": mod_identity("nope", "ext-h"), "config": {}})

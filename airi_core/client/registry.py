@@ -18,9 +18,10 @@ _SYNC = "registry:modules:sync"
 _UNHEALTHY = "registry:modules:health:unhealthy"
 _HEALTHY = "registry:modules:health:healthy"
 _DE_ANNOUNCED = "module:de-announced"
+_EXT_DE_ANNOUNCED = "extension:module:de-announced"  # the 2026-08 family's
 
 #: The event types :meth:`ModuleDirectory.apply` learns from.
-REGISTRY_EVENTS = frozenset({_SYNC, _UNHEALTHY, _HEALTHY, _DE_ANNOUNCED})
+REGISTRY_EVENTS = frozenset({_SYNC, _UNHEALTHY, _HEALTHY, _DE_ANNOUNCED, _EXT_DE_ANNOUNCED})
 
 
 class ModuleDirectory:
@@ -51,7 +52,7 @@ class ModuleDirectory:
                 self.unhealthy[entry.key] = entry.reason or "unhealthy"
             else:
                 self.unhealthy.pop(entry.key, None)
-        elif etype == _DE_ANNOUNCED:
+        elif etype in (_DE_ANNOUNCED, _EXT_DE_ANNOUNCED):
             with contextlib.suppress(ValidationError):
                 self.unhealthy.pop(ModuleEntry.model_validate(data).key, None)
         return None

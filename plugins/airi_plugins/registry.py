@@ -53,6 +53,10 @@ from airi_core.protocol.identity import extension_source, instance_id_of, label_
 
 #: How often peers whose sync was held back (they were behind) are looked at again.
 RETRY_S = 0.05
+#: A 2026-08 announce gets its sync out to everyone at once while the sync bandwidth budget is
+#: at most this far ahead (a burst of small syncs, as the 2026-08 reference sends one per
+#: announce); beyond, the others get the next coalesced sync.
+SYNC_BURST_S = 0.5
 #: ``max_registry_bytes`` is never below this, however close the outbound limits are.
 MIN_REGISTRY_BYTES = 16 * 1024
 
@@ -169,13 +173,13 @@ class ModuleRegistryPlugin:
         debounce = self._settings.sync_debounce_ms / 1000
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if debounce <= 0 or (now_for is not None and now >= self._next_allowed):
+        if debounce <= 0 or (now_for is not None and self._next_allowed - now <= SYNC_BURST_S):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             size = self._sync_to(hub, list(hub.registry.authenticated()))
-            if debounce > 0:
-                self._next_allowed = now + size / self._settings.sync_bytes_per_second
+            if debounce > 0:  # the budget allows a short burst of small syncs, not a storm of big ones
+                self._next_allowed = max(now, self._next_allowed) + size / self._settings.sync_bytes_per_second
             return
         if now_for is not None:
             self._sync_to(hub, [now_for])

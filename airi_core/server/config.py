@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -160,6 +160,35 @@ class LoggingConfig(_Section):
 
 
 
+class HttpConfig(_Section):
+    """``[http]``: plain HTTP answers on the hub's own port, beside the WebSocket path:
+    ``GET /healthz``, ``/readyz`` and ``/metrics`` (see :mod:`airi_core.server.http`)."""
+
+    #: answer /healthz, /readyz and /metrics (false: every path but the WebSocket one is 404)
+    enabled: bool = True
+    #: answer /metrics (Prometheus text format); false leaves the health endpoints on
+    metrics: bool = True
+    #: when set, /metrics wants ``Authorization: Bearer <token>`` (401 otherwise); never logged
+    metrics_token: SecretStr | None = None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+
+class DiscoveryConfig(_Section):
+    """``[discovery]``: advertise the hub on the local network with mDNS / DNS-SD
+    (``_airi._tcp.local.``, see :mod:`airi_core.server.discovery`)."""
+
+    #: advertise the hub (off by default: a hub is not announced to the network unless asked)
+    mdns: bool = False
+    #: the service instance name (default ``AIRI hub on <hostname>``)
+    name: str | None = Field(None, min_length=1, max_length=63)
+    #: addresses of the interfaces to advertise on (default: every interface)
+    interfaces: list[str] = []
+
+
 class PluginsConfig(BaseModel):
     """``[plugins]``: which plugins run, in which order, and ``[plugins.<name>]`` tables."""
 
@@ -194,7 +223,8 @@ class PluginsConfig(BaseModel):
 
 
 class Settings(BaseModel):
-    """The kernel's settings (``[server]``, ``[logging]``, ``[limits]``, ``[plugins]``).
+    """The kernel's settings (``[server]``, ``[logging]``, ``[limits]``, ``[plugins]``,
+    ``[http]``, ``[discovery]``).
 
     Every other top-level table belongs to a plugin that declares it as its
     ``airi_config_section`` (the built-ins own ``[auth]``, ``[heartbeat]``, ``[routing]`` and
@@ -207,6 +237,8 @@ class Settings(BaseModel):
     logging: LoggingConfig = LoggingConfig()
     limits: LimitsConfig = LimitsConfig()
     plugins: PluginsConfig = PluginsConfig()
+    http: HttpConfig = HttpConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     #: where the settings came from, for messages: the file, and what environment variables or
     #: flags set (key path -> their name)

@@ -66,8 +66,10 @@ from ..protocol.identity import (
     plugin_id_of,
 )
 from .config import Settings
+from .counts import Counts
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
 from .hooks import Hooks, PluginError
+from .http import HttpEndpoints, Readiness
 from .peer import Peer
 from .plugins import PluginSet, discover_plugins
 from .registry import PeerRegistry
@@ -128,6 +130,20 @@ class Hub:
             ),
             0,
         )
+        # operations: labelled counters, readiness, HTTP endpoints and metrics (airi_core.server.http)
+        self.stats.update(dict.fromkeys(("frames_heartbeat", "frames_control", "frames_invalid", "deliveries"), 0))
+        self.counts = Counts()
+        self.readiness = Readiness()
+        self.metrics: Any = None
+        self.advertiser: Any = None  # mDNS (airi_core.server.discovery), when [discovery] mdns
+        self.http: HttpEndpoints | None = None
+        if self.settings.http.enabled:
+            self.http = HttpEndpoints(self)
+            if self.settings.http.metrics:
+                from .metrics import HubMetrics  # prometheus_client is imported only when used
+
+                self.metrics = HubMetrics(self)
+                self.metrics.instrument(self._hooks)
         self._source = {"kind": "plugin", "plugin": {"id": SERVER_PLUGIN_ID, "version": self.version}, "id": self.instance_id}
         self._transport = Transport(self)
         self._closing = False
@@ -163,6 +179,7 @@ class Hub:
         """Send ``error {message}`` to ``peer``; use the exact strings of
         :mod:`airi_core.protocol.errors`."""
         self.stats["errors_sent"] += 1
+        self.counts.error_sent(message)
         self.wslog.debug("error to %s: %s", peer.display, message)
         self.send(peer, "error", {"message": message}, parent_id)
 
@@ -259,6 +276,7 @@ class Hub:
         return True
 
     async def _disconnected_hooks(self, peer: Peer, reason: str) -> None:
+        self.counts.disconnects.add(reason)
         try:
             res = _maybe(self._hooks.peer_disconnected(self, peer, reason))
             if res is not None:
@@ -291,10 +309,12 @@ class Hub:
             self.set_health(peer, True, "activity")
         if len(frame) == 4 and (frame in HEARTBEAT_FRAMES or frame in _HEARTBEAT_BYTES):
             kind = frame if isinstance(frame, str) else frame.decode()
+            self.stats["frames_heartbeat"] += 1
             return self._guard(peer, None, self._hooks.heartbeat, self, peer, kind, None, None)
         try:
             event = decode_frame(frame)
         except DecodeError as exc:
+            self.stats["frames_invalid"] += 1
             self.send_error(peer, exc.message, exc.parent_id)
             return None
         return self._guard(peer, event, self._dispatch, peer, event)
@@ -336,6 +356,7 @@ class Hub:
             self.send_error(peer, errors.INVALID_EVENT_FORMAT, event.id)  # the 2026-08 envelope rule
             return None
         if etype == "transport:connection:heartbeat":
+            self.stats["frames_heartbeat"] += 1
             data = event.data
             kind = data.get("kind")
             message = data.get("message")
@@ -343,8 +364,10 @@ class Hub:
                 self, peer, kind if isinstance(kind, str) else "", message if isinstance(message, str) else None, event
             ))
         if etype == "module:authenticate":
+            self.stats["frames_control"] += 1
             return self._authenticate(peer, event)
         if etype == "module:announce":
+            self.stats["frames_control"] += 1
             return self._announce(peer, event)
         # from here on the event may reach other peers: it must not look like the server's, and
         # it carries its sender's announced identity (nothing a frame claims)
@@ -462,6 +485,7 @@ class Hub:
             raise PluginError(source, "airi_route", TypeError(f"unexpected route decision {decision!r}"))
         self.stats["events_routed"] += 1
         if recipients:
+            self.stats["deliveries"] += len(recipients)
             self._transport.write(recipients, event.forward_text(self._wrap), sender)
 
     # -- failures ------------------------------------------------------------------------------------
@@ -472,6 +496,7 @@ class Hub:
 
     def _plugin_failed(self, exc: PluginError, peer: Peer | None, event: Event | None) -> None:
         self.stats["plugin_errors"] += 1
+        self.counts.plugin_failures.add(exc.plugin, exc.hook)
         self.log.error(
             "plugin '%s' failed in %s%s: %s: %s",
             exc.plugin,
@@ -486,6 +511,7 @@ class Hub:
 
     def _internal_error(self, exc: Exception, peer: Peer, event: Event | None) -> None:
         self.stats["plugin_errors"] += 1
+        self.counts.plugin_failures.add("(kernel)", "internal")
         what = event.type if event is not None else "frame"
         self.log.error("internal error handling '%s' from %s: %s: %s", what, peer.display, type(exc).__name__, exc, exc_info=exc)
         if not peer.closed:
@@ -500,13 +526,20 @@ class Hub:
         if res is not None:
             await res
         try:
-            return await self._transport.listen(host if host is not None else cfg.host, cfg.port if port is None else port)
+            server = await self._transport.listen(host if host is not None else cfg.host, cfg.port if port is None else port)
         except BaseException:
             # undo what the startup hooks started (timers...) before reporting the failure
             res = _maybe(self._hooks.shutdown(self))
             if res is not None:
                 await res
             raise
+        self.readiness.phase = "ready"
+        if self.settings.discovery.mdns:
+            from .discovery import Advertiser  # zeroconf is imported only when used
+
+            self.advertiser = Advertiser(self)
+            await self.advertiser.start()
+        return server
 
     @property
     def port(self) -> int:
@@ -527,6 +560,9 @@ class Hub:
         if self._closing:
             return
         self._closing = True
+        self.readiness.phase = "draining"
+        if self.advertiser is not None:
+            await self.advertiser.stop()  # withdrawn before the peers go: nobody new is sent here
         self._transport.stop_accepting()
         peers = list(self.registry)
         # the disconnect hooks run while every peer is still registered (each broadcast excludes

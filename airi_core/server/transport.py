@@ -118,6 +118,13 @@ class OriginPolicy:
         return False
 
 
+def _header(request: Request, name: str) -> str | None:
+    try:
+        return request.headers.get(name)
+    except MultipleValuesError:
+        return None
+
+
 class _Socket(ServerConnection):
     """websockets' server connection, reporting to the transport what its accounting needs:
     sockets opened and lost, and after each read how many received bytes are still pending (an
@@ -378,6 +385,19 @@ class Transport:
         path = request.path.split("?", 1)[0]
         expected = self.settings.server.path
         if path != expected:
+            http = self.hub.http  # /healthz, /readyz, /metrics (airi_core.server.http)
+            if http is not None:
+                answer = http.answer(path, _header(request, "Authorization"))
+                if answer is not None:
+                    response = connection.respond(answer.status, "")
+                    del response.headers["Content-Type"], response.headers["Content-Length"]
+                    response.headers["Content-Type"] = answer.content_type
+                    response.headers["Content-Length"] = str(len(answer.body))
+                    response.headers["Cache-Control"] = "no-store"
+                    for name, value in answer.headers.items():
+                        response.headers[name] = value
+                    response.body = answer.body
+                    return response
             # the body names the endpoint, never echoes the request
             return connection.respond(404, f"no WebSocket endpoint here; use {expected}\n")
         try:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from airi_core.server.config import Settings
+from airi_core.server.reload import reload_hub
 from airi_core import ACCEPT, BROADCAST, Drop, Reject, Targets, hookimpl
 from airi_core.server import hookspecs
 from airi_core.server.config import ConfigError, Settings
@@ -89,6 +91,12 @@ class Recorder:
         self.calls.append("airi_heartbeat")
 
     @hookimpl
+    async def airi_reload(self, hub: Any, changed: frozenset[str]) -> None:
+        self.calls.append("airi_reload")
+        assert "plugins.recorder" in changed
+        self.greeting = hub.plugin_config(self).greeting
+
+    @hookimpl
     def airi_peer_health_changed(self, healthy: bool) -> None:
         self.calls.append("airi_peer_health_changed")
 
@@ -152,6 +160,12 @@ async def test_every_hook_is_exercised_and_async_hooks_are_awaited() -> None:
         await main.wait_for("registry:modules:health:unhealthy", lambda e: e["data"]["name"] == "viewer", timeout=3)
         await viewer.send_raw("ping")
         await main.wait_for("registry:modules:health:healthy", lambda e: e["data"]["name"] == "viewer", timeout=3)
+
+        # a reload hands the plugin its new table (awaited), the connections stay
+        settings = {"auth": {"token": "main-token"}, "heartbeat": {"check_interval_ms": 40}, "plugins": {"recorder": {"greeting": "hey"}}}
+        report = await reload_hub(hub, Settings.model_validate(settings), "test")
+        assert "plugins.recorder" in report.changed and rec.greeting == "hey", report
+        await main.fence()
 
         await viewer.close()
         await main.wait_for("module:de-announced", lambda e: e["data"]["name"] == "viewer")

@@ -10,7 +10,7 @@
 - resources: incomplete frames count against ``limits.max_pending_bytes``; sockets stay below
   the open-file limit, legitimate clients get in while idle sockets hold the rest, ``asyncio``'s
   EMFILE complaint is logged once a second at most; the soft open-file limit is raised;
-- signals: SIGHUP, SIGUSR1 and SIGUSR2 do not end the hub.
+- signals: SIGHUP (a reload), SIGUSR1 and SIGUSR2 do not end the hub.
 
 Every wait is bounded; hubs run on 127.0.0.1; subprocesses are stopped by their PID.
 """
@@ -286,7 +286,7 @@ async def test_hup_usr1_usr2_do_not_end_the_hub(tmp_path: Path) -> None:
         a = await connect_client(hub.url, "sig-a", announce=True)
         b = await connect_client(hub.url, "sig-b", announce=True)
         try:
-            for sig, said in ((signal.SIGHUP, "reload is not supported yet"), (signal.SIGUSR1, "SIGUSR1"), (signal.SIGUSR2, "SIGUSR2")):
+            for sig, said in ((signal.SIGHUP, "received SIGHUP: reloading"), (signal.SIGUSR1, "SIGUSR1"), (signal.SIGUSR2, "SIGUSR2")):
                 hub.send_signal(sig)
                 await hub.await_stderr(re.escape(said), timeout=5)
             assert hub.proc.poll() is None, hub.output()

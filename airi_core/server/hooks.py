@@ -225,6 +225,9 @@ class Hooks:
     def heartbeat(self, hub: Hub, peer: Peer, kind: str, message: str | None, event: Event | None) -> Awaitable[None] | None:
         return self._call(self._plans["airi_heartbeat"], (hub, peer, kind, message, event))
 
+    def reload(self, hub: Hub, changed: frozenset[str]) -> Awaitable[None] | None:
+        return self._call(self._plans["airi_reload"], (hub, changed))
+
     def peer_health_changed(self, hub: Hub, peer: Peer, healthy: bool, reason: str) -> None:
         self._call_sync(self._plans["airi_peer_health_changed"], (hub, peer, healthy, reason))
 

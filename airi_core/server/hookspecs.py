@@ -260,3 +260,27 @@ def airi_route(hub: Hub, ctx: RouteContext) -> RouteDecision | None:
             if ctx.event.type == "input:typing":
                 return Drop("typing indicators are off")
     """
+
+
+@hookspec
+def airi_reload(hub: Hub, changed: frozenset[str]) -> Any:
+    """Called after the configuration was reloaded (``SIGHUP`` to ``airi serve``, or
+    :func:`airi_core.server.reload.reload_hub`) and the new settings are in place (may be async).
+
+    ``changed`` holds the dotted keys of the tables whose values changed: the kernel's sections
+    (``server``, ``limits``, ``logging``, ``plugins``, ``http``) and each plugin's own table
+    (``auth``, ``heartbeat``, ``routing.policy``, ``plugins.<name>``...). ``hub.settings`` and
+    ``hub.plugin_config(self)`` already return the new values: take them over here (rebuild what
+    was derived from the old ones in :func:`airi_startup`) without dropping anyone's connection.
+
+    A plugin without this hook keeps its settings as loaded at start: when its table changed, the
+    reload reports that it needs a restart. An exception is reported (the plugin and the hook)
+    and the other plugins still get the call. The return value is ignored.
+
+    Example::
+
+        @hookimpl
+        def airi_reload(hub, changed):
+            if "plugins.drop-types" in changed:
+                self.drop = set(hub.plugin_config(self).drop_types)
+    """

@@ -228,6 +228,20 @@ class Transport:
         for counter in ("refused_origins", "evicted_sockets", "pending_overflows"):
             hub.stats.setdefault(counter, 0)
 
+    def reconfigure(self, settings: Any) -> None:
+        """Take the settings of a configuration reload (:mod:`airi_core.server.reload`): the
+        limits that are not fixed per socket when it opens, and the origin policy. Connections
+        stay open; ``max_messages_per_second`` applies to connections opened from now on."""
+        self.settings = settings
+        limits = settings.limits
+        self._hard = limits.outbound_hard_bytes
+        self._grace = limits.slow_consumer_grace_ms / 1000
+        self._rate = limits.max_messages_per_second
+        self._max_pending = limits.max_pending_bytes
+        cap = self.socket_cap
+        self.max_connections = min(limits.max_connections, max(cap - HANDSHAKE_RESERVE, 1)) if cap is not None else limits.max_connections
+        self.origins = OriginPolicy(settings.server.allowed_origins, settings.server.builtin_origins)
+
     # -- writing -----------------------------------------------------------------------------------
     def write(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
         """Queue ``text`` for each peer without awaiting any socket; returns how many were open.

@@ -302,6 +302,26 @@ class TokenAuth:
             self.permissions = ClientPermissions(self)
             hub.plugins.register(self.permissions, PERMISSIONS_PLUGIN)
 
+    @hookimpl
+    def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
+        """New tokens, clients and throttling from now on; open connections stay, and keep what
+        they authenticated with. The failure counts survive unless the throttling changed."""
+        if "auth" not in changed:
+            return
+        settings = hub.plugin_config(self)
+        old, self.settings = self.settings, settings if isinstance(settings, AuthSettings) else AuthSettings()
+        s = self.settings
+        self._keys = [(_digest(s.secret), None)] if s.secret else []
+        self._keys += [(_digest(c.token.get_secret_value()), Grant(c)) for c in s.clients]
+        if (s.max_failures, s.failure_window_ms, s.lockout_ms) != (old.max_failures, old.failure_window_ms, old.lockout_ms):
+            self.throttle = FailureThrottle(s.max_failures, s.failure_window_ms / 1000, s.lockout_ms / 1000)
+        if s.clients and self.permissions is None:
+            self.permissions = ClientPermissions(self)
+            hub.plugins.register(self.permissions, PERMISSIONS_PLUGIN)
+        elif not s.clients and self.permissions is not None and not self.grants:
+            hub.plugins.unregister(PERMISSIONS_PLUGIN)
+            self.permissions = None
+
     # -- authentication --------------------------------------------------------------------------
     @hookimpl(trylast=True)
     def airi_authenticate(self, hub: Hub, peer: Peer, token: str | None) -> Accept | Reject | None:

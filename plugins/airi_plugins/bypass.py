@@ -36,6 +36,12 @@ class DevtoolsBypass:
         return RoutingSettings
 
     @hookimpl
+    def airi_reload(self, hub, changed: frozenset[str]) -> None:  # type: ignore[no-untyped-def]
+        """New settings from the next event on (see airi_startup)."""
+        if "routing" in changed:
+            self.airi_startup(hub)
+
+    @hookimpl
     def airi_startup(self, hub) -> None:  # type: ignore[no-untyped-def]
         settings = hub.plugin_config(self)
         self.allow = settings.allow_bypass if isinstance(settings, RoutingSettings) else True

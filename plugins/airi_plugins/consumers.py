@@ -140,6 +140,12 @@ class ConsumerDelivery:
         return ConsumerSettings
 
     @hookimpl
+    def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
+        """New settings from the next event on (see airi_startup)."""
+        if "plugins.consumers" in changed:
+            self.airi_startup(hub)
+
+    @hookimpl
     def airi_startup(self, hub: Hub) -> None:
         settings = hub.plugin_config(self)
         if isinstance(settings, ConsumerSettings):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +43,10 @@ class HeartbeatSettings(BaseModel):
         if self.check_interval_ms is not None:
             return self.check_interval_ms
         return max(5000, self.read_timeout_ms // 5)
+
+    def effective(self) -> dict[str, Any]:
+        """Computed defaults, as ``airi config check`` shows them."""
+        return {"check_interval_ms": self.interval_ms}
 
 
 def check_liveness(hub: Hub, now: float, interval_s: float) -> None:
@@ -97,6 +102,17 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(hub))
         self._pinger = loop.create_task(self._ping(hub))
+
+    @hookimpl
+    async def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
+        """New message and timeouts; the liveness timer restarts when its interval changed."""
+        if "heartbeat" not in changed:
+            return
+        interval = self.settings.interval_ms
+        self.settings = hub.plugin_config(self) or HeartbeatSettings()  # type: ignore[assignment]
+        if self.settings.interval_ms != interval and self._task is not None:
+            await self.airi_shutdown()
+            self._task = asyncio.get_running_loop().create_task(self._run(hub))
 
     @hookimpl
     async def airi_shutdown(self) -> None:

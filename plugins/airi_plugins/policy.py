@@ -90,6 +90,13 @@ class RoutingPolicy:
             hub.add_route_filter(self.allowed)
 
     @hookimpl
+    def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
+        """The new policy holds from the next routed event on."""
+        if "routing.policy" in changed:
+            self.airi_shutdown(hub)
+            self.airi_startup(hub)
+
+    @hookimpl
     def airi_shutdown(self, hub: Hub) -> None:
         if self.allowed is not None:
             hub.remove_route_filter(self.allowed)

@@ -141,6 +141,12 @@ class ModuleRegistryPlugin:
         return RegistrySettings
 
     @hookimpl
+    def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
+        """New limits from the next announce and sync on (see airi_startup)."""
+        if "plugins.registry" in changed or "limits" in changed:
+            self.airi_startup(hub)
+
+    @hookimpl
     def airi_startup(self, hub: Hub) -> None:
         cfg = hub.plugin_config(self)
         if isinstance(cfg, RegistrySettings):

@@ -113,6 +113,7 @@ class ConnectionLoop(ClientBase):
         reader = asyncio.ensure_future(self._read(session))
         watchdog = asyncio.ensure_future(self._watchdog(session))
         handshake: asyncio.Future[None] | None = None
+        wake: asyncio.Future[Any] | None = None
         try:
             while True:
                 handshake = asyncio.ensure_future(self._handshake(session))
@@ -150,7 +151,8 @@ class ConnectionLoop(ClientBase):
         finally:
             session.ready = False
             session.ended = True
-            tasks: list[asyncio.Future[Any]] = [t for t in (reader, watchdog, handshake) if t is not None]
+            # wake too: a close() while waiting on it must not leave it pending ("Task was destroyed")
+            tasks: list[asyncio.Future[Any]] = [t for t in (reader, watchdog, handshake, wake) if t is not None]
             for task in tasks:
                 task.cancel()
             self._waiters.fail_session(session, session.lost_error())

@@ -4,7 +4,12 @@
 Common options: ``--url`` (default ``$AIRI_HUB_URL`` or ``ws://127.0.0.1:6121/ws``), ``--token``
 (default ``$AIRI_HUB_TOKEN``, then ``$AUTHENTICATION_TOKEN``), ``--timeout`` (seconds to reach the
 hub and be ready). Exit status: 0 on success, 1 when the hub cannot be reached, refuses the
-token or answers with an error, 2 for bad arguments.
+token or answers with an error, 2 for bad arguments (a URL that is not ``ws://``/``wss://``).
+
+Failing well: every failure is one line on stderr, printed once (the client library's own log
+is silenced here: the tools report what it would say); a first connection attempt that fails
+ends the tool at once, with the URL and the reason (nothing retries for ``--timeout`` seconds
+in silence); ``airi tail`` reconnects only after it was connected once.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,14 +30,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from websockets.exceptions import InvalidHandshake
+
+from ..protocol import errors as protocol_errors
 from ..protocol.events import Event, dumps, new_id
 from ..protocol.glob import compile_glob
 from .client import Client
-from .errors import ClientError, ConnectionLostError, ServerError
+from .errors import AuthenticationError, ClientError, ConnectionLostError, ServerError, TokenRequiredError
 from .outgoing import DEFAULT_URL, HEARTBEAT
 from .states import ClientState, StateChange
 
 PREVIEW_CHARS = 120  # default length of the data preview in tail/send lines
+EXIT_USAGE = 2
+
+#: PROTOCOL.md's default deliveries: these types go to one registered consumer of the group,
+#: never to a broadcast listener such as ``airi tail``
+CONSUMER_DELIVERED: dict[str, str] = {t: "chat-ingestion" for t in ("input:text", "input:text:voice", "input:voice")}
 
 
 def default_url() -> str:
@@ -88,35 +103,114 @@ def json_line(ev: Event) -> str:
     return dumps(ev.body)
 
 
-def _reporter(err: Console, prefix: str) -> Callable[[BaseException], None]:
-    """``on_error`` for the tools: connection failures are summed up once at the end (by
-    :func:`_until_ready`), everything else is printed as it happens."""
+class _Tool:
+    """What the tools share: the client, its first connection attempt, and one report per
+    failure.
 
-    def report(exc: BaseException) -> None:
-        if isinstance(exc, ConnectionLostError):
+    ``on_error`` (:meth:`report`) prints what happens while the tool runs, but not what ends it:
+    a failure that stops the client is raised by ``ready()`` and reported once by
+    :meth:`until_ready`; connection trouble before the first success ends the tool at once.
+    """
+
+    def __init__(self, prefix: str, err: Console) -> None:
+        self.prefix = prefix
+        self.err = err
+        self.client: Client | None = None
+        self.ready_once = False
+        self.first_failure: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.on_state_extra: Callable[[StateChange], None] | None = None
+
+    def make(self, args: argparse.Namespace, **kw: Any) -> Client | None:
+        """The client for ``args``, or None (reported) when ``--url`` is not a WebSocket URL."""
+        url = args.url or default_url()
+        try:
+            self.client = Client(url, name=args.name, token=args.token or default_token(), on_state=self.on_state,
+                                 on_error=self.report, **kw)
+        except ValueError as exc:
+            if "not a WebSocket URL" in str(exc):
+                self.err.print(f"error: {url!r} is not a WebSocket URL: use ws://HOST:PORT/PATH or wss://... "
+                               f"(the hub's default is {DEFAULT_URL})", markup=False)
+            else:
+                self.err.print(f"error: {exc}".splitlines()[0], markup=False)
+            return None
+        return self.client
+
+    def on_state(self, change: StateChange) -> None:
+        if change.state is ClientState.READY:
+            self.ready_once = True
+        elif change.state in (ClientState.RECONNECTING, ClientState.FAILED) and not self.ready_once:
+            if not self.first_failure.done():
+                self.first_failure.set_result(change.error)
+        if self.on_state_extra is not None:
+            self.on_state_extra(change)
+
+    def report(self, exc: BaseException) -> None:
+        client = self.client
+        state = client.state if client is not None else None
+        if isinstance(exc, ConnectionLostError) or (state is not None and state.final):
+            return  # reported once by until_ready (or by on_state while tailing)
+        if not self.ready_once:
+            return  # a failed first attempt ends the tool: until_ready reports it
+        self.err.print(f"{self.prefix}: {describe(exc)}", markup=False)
+
+    async def until_ready(self, timeout: float) -> bool:
+        """Wait until the client is ready; False (with one line) when it is not."""
+        client = self.client
+        assert client is not None
+        ready: asyncio.Future[Any] = asyncio.ensure_future(client.ready(timeout))
+        first: asyncio.Future[Any] = self.first_failure
+        await asyncio.wait({ready, first}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            with contextlib.suppress(BaseException):
+                await ready
+            self._cannot_connect(self.first_failure.result())
+            return False
+        try:
+            ready.result()
+            return True
+        except TimeoutError:
+            why = f": {describe(client.last_error)}" if client.last_error else ""
+            self.err.print(f"error: the hub at {client.url} did not answer within {timeout:g} s{why}", markup=False)
+        except (AuthenticationError, ServerError) as exc:
+            self.err.print(f"error: {describe(exc)}", markup=False)
+        except ClientError as exc:
+            self._cannot_connect(exc)
+        return False
+
+    def _cannot_connect(self, failure: BaseException | None) -> None:
+        client = self.client
+        assert client is not None
+        # the socket's own error says more than "connection lost" around it
+        cause = client.last_error if isinstance(failure, ConnectionLostError) and client.last_error is not None else failure
+        if isinstance(cause, ServerError):
+            self.err.print(f"error: {describe(cause)}", markup=False)
             return
-        err.print(f"{prefix}: {_describe(exc)}", markup=False)
-
-    return report
+        self.err.print(f"error: cannot connect to {client.url}: {describe(cause) if cause else 'connection failed'}", markup=False)
 
 
-def _describe(err: BaseException) -> str:
+def describe(err: BaseException) -> str:
+    """One line about a failure, saying what to do where there is something to do."""
+    if isinstance(err, TokenRequiredError):
+        return "the hub requires a token: pass --token or set $AIRI_HUB_TOKEN"
+    if isinstance(err, AuthenticationError):
+        return f"the hub refused the token ({err.message}): check --token or $AIRI_HUB_TOKEN"
     if isinstance(err, ServerError):
         return f"the hub answered: {err.message}"
-    return str(err) or type(err).__name__
-
-
-async def _until_ready(client: Client, timeout: float, err: Console) -> bool:
-    """Start ``client`` and wait until it is ready; False (with a message) when it is not."""
-    try:
-        await client.ready(timeout)
-        return True
-    except TimeoutError:
-        why = f": {client.last_error}" if client.last_error else ""
-        err.print(f"error: could not reach the hub at {client.url} within {timeout:g} s{why}", markup=False)
-    except ClientError as exc:
-        err.print(f"error: {_describe(exc)}", markup=False)
-    return False
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (is a hub running there? `airi serve` starts one)"
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve the host name ({err.strerror or err})"
+    if isinstance(err, OSError) and not isinstance(err, TimeoutError):
+        return err.strerror or str(err) or type(err).__name__
+    if isinstance(err, TimeoutError):
+        return "no answer in time"
+    if isinstance(err, InvalidHandshake):
+        return f"not an AIRI hub's WebSocket endpoint ({err})"
+    text = str(err) or type(err).__name__
+    if "HTTP 404" in text:
+        text += " (wrong path? the hub's default is /ws)"
+    return text
 
 
 def _install_stop(stop: asyncio.Event) -> Callable[[], None]:
@@ -151,13 +245,12 @@ async def run_tail(args: argparse.Namespace) -> int:
         elif change.state is ClientState.READY and change.attempt:
             err.print("tail: reconnected", markup=False)
 
-    def on_error(exc: BaseException) -> None:
-        if isinstance(exc, (ServerError, ConnectionLostError)):
-            return  # errors are shown as "error" lines; connection trouble by on_state
-        err.print(f"tail: {exc}", markup=False)
-
-    client = Client(args.url or default_url(), name=args.name, token=args.token or default_token(),
-                    announce=args.announce, on_state=on_state, on_error=on_error)
+    tool = _Tool("tail", err)
+    tool.on_state_extra = on_state
+    made = tool.make(args, announce=args.announce)
+    if made is None:
+        return EXIT_USAGE
+    client = made
     stop = asyncio.Event()
     shown = 0
 
@@ -176,7 +269,7 @@ async def run_tail(args: argparse.Namespace) -> int:
 
     remove = _install_stop(stop)
     try:
-        if not await _until_ready(client, args.timeout, err):
+        if not await tool.until_ready(args.timeout):
             return 1
         err.print(
             f"tail: watching {client.url}" + (f" for {', '.join(patterns)}" if patterns else "")
@@ -188,7 +281,7 @@ async def run_tail(args: argparse.Namespace) -> int:
         for fut in pending:
             fut.cancel()
         if waits[1] in done and waits[1].exception() is not None:
-            err.print(f"error: {_describe(waits[1].exception())}", markup=False)  # type: ignore[arg-type]
+            err.print(f"error: {describe(waits[1].exception())}", markup=False)  # type: ignore[arg-type]
             return 1
         return 0
     finally:
@@ -209,12 +302,35 @@ def _json_object(parser: argparse.ArgumentParser, text: str | None, what: str) -
     return value
 
 
+def _consumer_delivery(type: str, route: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """For a type delivered to one consumer (by PROTOCOL.md's defaults or ``--route``), ask the
+    hub to answer when nobody takes it (``route.delivery.required``), unless ``--route`` says
+    otherwise; returns the route to send and the consumer group (None: not consumer-delivered)."""
+    delivery = route.get("delivery") if isinstance(route, dict) else None
+    delivery = delivery if isinstance(delivery, dict) else {}
+    mode = delivery.get("mode")
+    if mode is None and type not in CONSUMER_DELIVERED:
+        return route, None
+    if mode is not None and mode not in ("consumer", "consumer-group"):
+        return route, None
+    group = delivery.get("group") or (CONSUMER_DELIVERED.get(type) if mode in (None, "consumer-group") else None) or "default"
+    if "required" in delivery:
+        return route, str(group) if delivery["required"] else None
+    new_route = dict(route or {})
+    new_route["delivery"] = {**delivery, "required": True}
+    return new_route, str(group)
+
+
 async def run_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out, err = _stdout(), _stderr()
     data = _json_object(parser, args.data, "JSON data") or {}
     route = _json_object(parser, args.route, "--route")
-    client = Client(args.url or default_url(), name=args.name, token=args.token or default_token(),
-                    on_error=_reporter(err, "send"))
+    route, group = _consumer_delivery(args.type, route)
+    tool = _Tool("send", err)
+    made = tool.make(args, reconnect=False)
+    if made is None:
+        return EXIT_USAGE
+    client = made
     event_id = new_id()
     replies = 0
     enough = asyncio.Event()
@@ -237,16 +353,24 @@ async def run_send(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     stop = asyncio.Event()
     remove = _install_stop(stop)
     try:
-        if not await _until_ready(client, args.timeout, err):
+        if not await tool.until_ready(args.timeout):
             return 1
         try:
             await client.send(args.type, data, route=route, destinations=args.to, event_id=event_id,
                               confirm=True, timeout=args.timeout)
         except ServerError as exc:
-            err.print(f"error: {exc.message}", markup=False)
+            if group is not None and exc.message == protocol_errors.NO_CONSUMER_REGISTERED:
+                err.print(f"error: {exc.message}: nothing took {args.type}, which goes to one registered consumer of "
+                          f"group '{group}' and none is connected (airi tail does not see it; run a consumer such as "
+                          f"examples/reverse_text.py, or send another type)", markup=False)
+            else:
+                err.print(f"error: {exc.message}", markup=False)
+            return 1
+        except TimeoutError:
+            err.print(f"error: the hub did not confirm {args.type} within {args.timeout:g} s", markup=False)
             return 1
         except ClientError as exc:
-            err.print(f"error: {_describe(exc)}", markup=False)
+            err.print(f"error: {describe(exc)}", markup=False)
             return 1
         err.print(f"sent {args.type} (id {event_id})" + (f" to {', '.join(args.to)}" if args.to else ""), markup=False)
         if args.wait > 0 and not enough.is_set():
@@ -265,10 +389,13 @@ async def run_send(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 # -- airi modules --------------------------------------------------------------------------------------
 async def run_modules(args: argparse.Namespace) -> int:
     err = _stderr()
-    client = Client(args.url or default_url(), name=args.name, token=args.token or default_token(), announce=False,
-                    on_error=_reporter(err, "modules"))
+    tool = _Tool("modules", err)
+    made = tool.make(args, announce=False, reconnect=False)
+    if made is None:
+        return EXIT_USAGE
+    client = made
     try:
-        if not await _until_ready(client, args.timeout, err):
+        if not await tool.until_ready(args.timeout):
             return 1
         if args.wait > 0:
             await asyncio.sleep(args.wait)  # health reports and registry changes
@@ -308,7 +435,11 @@ async def run_modules(args: argparse.Namespace) -> int:
 
 # -- the argument parsers -------------------------------------------------------------------------
 def _run_tool(main: Any) -> int:
-    """Run a client tool's coroutine; Ctrl-C exits 130 without a traceback."""
+    """Run a client tool's coroutine; Ctrl-C exits 130 without a traceback. The client
+    library's log is silenced: the tool reports every failure itself, once."""
+    client_log = logging.getLogger("airi.client")
+    client_log.addHandler(logging.NullHandler())
+    client_log.propagate = False
     try:
         return int(asyncio.run(main))
     except KeyboardInterrupt:

@@ -1,14 +1,16 @@
-"""The server's commands of ``airi``: ``serve``, ``plugins``, ``config check``."""
+"""The server's commands of ``airi``: ``serve``, ``plugins``, ``config check``, ``discover``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,11 @@ EXIT_CONFIG = 2
 
 def _settings_from(args: argparse.Namespace, path_arg: str | None) -> tuple[Settings, str | None]:
     path: Path | None = Path(path_arg) if path_arg else default_config_path()
+    return _settings_at(args, path), str(path) if path is not None else None
+
+
+def _settings_at(args: argparse.Namespace, path: Path | None) -> Settings:
+    """The settings from ``path`` (None: defaults), the environment and the command's flags."""
     overrides: dict[tuple[str, ...], tuple[str, Any]] = {}
     if getattr(args, "host", None) is not None:
         overrides[("server", "host")] = ("--host", args.host)
@@ -33,13 +40,12 @@ def _settings_from(args: argparse.Namespace, path_arg: str | None) -> tuple[Sett
         overrides[("logging", "level")] = ("--log-level", args.log_level)
     if getattr(args, "log_format", None) is not None:
         overrides[("logging", "format")] = ("--log-format", args.log_format)
-    settings = load_settings(path, overrides=overrides)
-    return settings, str(path) if path is not None else None
+    return load_settings(path, overrides=overrides)
 
 
-def _load(args: argparse.Namespace, path_arg: str | None) -> tuple[Settings, PluginSet, str | None]:
+def _load(args: argparse.Namespace, path_arg: str | None, strict: bool = True) -> tuple[Settings, PluginSet, str | None]:
     settings, origin = _settings_from(args, path_arg)
-    plugins = discover_plugins(settings, origin=origin or "airi.toml")
+    plugins = discover_plugins(settings, origin=origin or "airi.toml", strict=strict)
     return settings, plugins, origin
 
 
@@ -57,6 +63,9 @@ def _section_config(plugins: PluginSet, section: str) -> Any:
 
 
 def _summary(hub: Any, origin: str | None) -> None:
+    if hub.settings.logging.format == "json":
+        _summary_json(hub, origin)
+        return
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     plugins: PluginSet = hub.plugins
     route = plugins.route_chain()
@@ -82,12 +91,56 @@ def _summary(hub: Any, origin: str | None) -> None:
     console.print(f"  route order {' -> '.join(route) if route else '(none)'}")
     for info in broken:
         console.print(f"  [red]skipped[/]     {info.name} ({info.distribution}): {info.error}", markup=True)
+    http = hub.settings.http
+    if http.enabled:
+        base = hub.url.split("://", 1)[1].split("/", 1)[0]
+        scheme = "https" if hub.settings.server.tls is not None else "http"
+        metrics = (" /metrics" + (" (bearer token)" if http.metrics_token is not None else "")) if http.metrics else ""
+        console.print(f"  http        {scheme}://{base} /healthz /readyz{metrics}")
+
+
+def _auth_summary(plugins: PluginSet) -> str:
+    auth = _section_config(plugins, "auth")
+    credentials = ["token"] if getattr(auth, "secret", "") else []
+    clients = len(getattr(auth, "clients", None) or ())
+    if clients:
+        credentials.append(f"{clients} client{'s' if clients != 1 else ''}")
+    return f"on ({', '.join(credentials)})" if credentials else "off (no token configured)"
+
+
+def _summary_json(hub: Any, origin: str | None) -> None:
+    """The startup summary as one log record (``--log-format json``): the same facts as fields."""
+    plugins: PluginSet = hub.plugins
+    heartbeat = _section_config(plugins, "heartbeat")
+    http = hub.settings.http
+    fields: dict[str, Any] = {
+        "url": hub.url,
+        "version": __version__,
+        "config": origin or "(none: built-in defaults)",
+        "auth": _auth_summary(plugins),
+        "wire_format": hub.settings.server.wire_format,
+        "plugins": ", ".join(i.name for i in plugins.infos if i.enabled),
+        "route_order": " -> ".join(plugins.route_chain()) or "(none)",
+        "http": ("/healthz /readyz" + (" /metrics" if http.metrics else "")) if http.enabled else "off",
+    }
+    if heartbeat is not None:
+        fields["heartbeat"] = f"read timeout {heartbeat.read_timeout_ms} ms, check every {heartbeat.interval_ms} ms"
+    wrappers = plugins.route_wrappers()
+    if wrappers:
+        fields["route_wrappers"] = ", ".join(wrappers)
+    skipped = [f"{i.name} ({i.distribution}): {i.error}" for i in plugins.infos if i.error]
+    if skipped:
+        fields["skipped"] = "; ".join(skipped)
+    # printed whatever the level, as the pretty summary is (handle() skips the level check);
+    # the URL is followed by a space: "listening on (ws://\S+)" finds it in the JSON line too
+    log = logging.getLogger("airi.summary")  # its own logger: not one of the app's leveled lines
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "AIRI hub %s listening on %s (startup summary)",
+                              (__version__, hub.url), None, extra=fields))
 
 
 #: Signals whose default action would end the hub without closing anyone: logged and ignored.
-#: (SIGHUP will mean "reload the configuration" once that exists.)
+#: (SIGHUP reloads the configuration: see _serve.)
 IGNORED_SIGNALS: dict[str, str] = {
-    "SIGHUP": "reload is not supported yet; ignoring",
     "SIGUSR1": "ignoring",
     "SIGUSR2": "ignoring",
 }
@@ -95,6 +148,53 @@ IGNORED_SIGNALS: dict[str, str] = {
 
 def _ignored_signals() -> list[tuple[signal.Signals, str]]:
     return [(getattr(signal, name), note) for name, note in IGNORED_SIGNALS.items() if hasattr(signal, name)]
+
+
+def _listen_error(settings: Settings, exc: OSError) -> str:
+    """One line for a failure to bind, with what to do about it."""
+    where = f"{settings.server.host}:{settings.server.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {where}: the address is already in use (another hub?); "
+                f"stop that program or choose another port with --port (or [server] port, PORT)")
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied; ports below 1024 need privileges, choose another with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no interface has this address; choose another with --host"
+    text = exc.strerror or str(exc)
+    return f"cannot listen on {where}: {text}"
+
+
+def setup_logging_from(settings: Settings) -> None:
+    """Install the log handlers ``[logging]`` asks for (at start and on reload)."""
+    from .logs import setup_logging
+
+    lg = settings.logging
+    setup_logging(
+        lg.level, lg.format, lg.websocket_level, lg.websocket_format,
+        max_message_chars=lg.max_message_chars, peer_lines_per_second=lg.peer_lines_per_second,
+    )
+
+
+async def _reload(hub: Any, load: Callable[[], Settings], origin: str | None) -> None:
+    """SIGHUP: load the configuration again and apply it; an invalid one changes nothing."""
+    from .reload import reload_hub
+
+    log = hub.log
+    log.info("received SIGHUP: reloading %s", origin or "the environment (no config file)")
+    try:
+        report = await reload_hub(hub, load(), origin or "defaults", configure_logging=setup_logging_from)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        for line in lines:
+            log.error("reload: %s", line)
+        log.error("reload refused (%d problem%s): the running configuration is kept", len(lines), "s" if len(lines) != 1 else "")
+        return
+    for key in report.restart_needed:
+        log.warning("reload: %s changed but needs a restart to take effect; the running value is kept", key)
+    if report.changed:
+        log.info("reloaded: %s", ", ".join(report.changed))
+    else:
+        log.info("reloaded: nothing changed that can change live")
 
 
 def raise_fd_limit(log: logging.Logger) -> None:
@@ -127,7 +227,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> int:
+async def _serve(settings: Settings, plugins: PluginSet, origin: str | None, load: Callable[[], Settings] | None = None) -> int:
     from .kernel import Hub
 
     hub = Hub(settings, plugins)
@@ -138,10 +238,20 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None) -> 
         loop.add_signal_handler(sig, stop.set)
     for sig, note in _ignored_signals():
         loop.add_signal_handler(sig, hub.log.warning, "received %s: %s", sig.name, note)
+    if hasattr(signal, "SIGHUP"):
+        reloading: list[asyncio.Task[None]] = []
+
+        def on_hup() -> None:
+            if load is None or any(not t.done() for t in reloading):
+                hub.log.warning("received SIGHUP: %s", "a reload is under way; ignoring" if load else "nothing to reload from; ignoring")
+                return
+            reloading[:] = [loop.create_task(_reload(hub, load, origin))]
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await hub.start()
     except OSError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
+        hub.log.error("%s", _listen_error(settings, exc))
         return 1
     _summary(hub, origin)
     auth = _section_config(plugins, "auth")
@@ -163,24 +273,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # until the loop's handlers are in place (see _serve), these must not end the process
     for sig, _ in _ignored_signals():
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        settings, plugins, origin = _load(args, args.config)
+        settings, origin = _settings_from(args, args.config)
     except ConfigError as exc:
         return _fail(exc)
-    from .logs import setup_logging
-
-    lg = settings.logging
-    setup_logging(
-        lg.level, lg.format, lg.websocket_level, lg.websocket_format,
-        max_message_chars=lg.max_message_chars, peer_lines_per_second=lg.peer_lines_per_second,
-    )
+    # logging first: what plugin discovery reports is in the configured format too
+    setup_logging_from(settings)
+    try:
+        plugins = discover_plugins(settings, origin=origin or "airi.toml")
+    except ConfigError as exc:
+        return _fail(exc)
     raise_fd_limit(logging.getLogger("airi"))
     try:
         factory = loop_factory(settings.server.event_loop)
     except ConfigError as exc:
         return _fail(exc)
+    path = Path(origin) if origin is not None else None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_serve(settings, plugins, origin))
+        return runner.run(_serve(settings, plugins, origin, lambda: _settings_at(args, path)))
 
 
 def loop_factory(choice: str) -> Any:
@@ -198,10 +310,13 @@ def loop_factory(choice: str) -> Any:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """Exit status: 0, 1 when a plugin failed to load (the table shows why), 2 for an invalid
+    configuration."""
     try:
-        settings, plugins, _ = _load(args, args.config)
+        settings, plugins, _ = _load(args, args.config, strict=False)
     except ConfigError as exc:
         return _fail(exc)
+    broken = 1 if any(i.error for i in plugins.infos) else 0
     if args.json:
         rows = [
             {
@@ -212,7 +327,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             for i in plugins.infos
         ]
         print(json.dumps(rows, indent=2))
-        return 0
+        return broken
     table = Table(title="AIRI hub plugins", title_justify="left")
     for col in ("name", "distribution", "version"):
         table.add_column(col, no_wrap=True)
@@ -229,15 +344,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for i in plugins.infos:
         if i.error:
             console.print(f"[red]{i.name}[/] ({i.distribution}): {i.error}")
-    return 0
+    return broken
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    if args.path and args.config and args.path != args.config:
+        return _fail(ConfigError(f"two config files given: {args.path} and --config {args.config}; give one"))
     try:
-        settings, plugins, origin = _load(args, args.path)
+        settings, plugins, origin = _load(args, args.config or args.path)
     except ConfigError as exc:
         return _fail(exc)
     shown = settings.model_dump(mode="json")
+    # computed defaults, as the hub will run with them
+    lg = shown["logging"]
+    lg["websocket_level"] = lg["websocket_level"] or lg["level"]
+    lg["websocket_format"] = lg["websocket_format"] or lg["format"]
     for info in plugins.infos:
         config = plugins.configs.get(info.name) if info.enabled else None
         if config is None:
@@ -247,30 +368,99 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for key in path[:-1]:
             node = node.setdefault(key, {})
         # SecretStr fields (tokens) dump as "**********": never print a secret
-        node.setdefault(path[-1], {}).update(config.model_dump(mode="json"))
+        values = config.model_dump(mode="json")
+        effective = getattr(config, "effective", None)  # a model may compute defaults (heartbeat)
+        if callable(effective):
+            values.update(effective())
+        node.setdefault(path[-1], {}).update(values)
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/]: {origin or 'no config file, built-in defaults'}")
     console.print_json(json.dumps(shown))
     return 0
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    """``airi discover``: list the hubs advertised on the local network (mDNS, ``_airi._tcp``).
+    Exit status 0 when at least one was found, 1 when none was."""
+    from .discovery import browse
+
+    try:
+        hubs = asyncio.run(browse(args.timeout, args.interface or None))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: cannot browse mDNS: {exc.strerror or exc}", markup=False)
+        return 1
+    if args.json:
+        print(json.dumps([h.as_dict() for h in hubs], indent=2))
+        return 0 if hubs else 1
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not hubs:
+        err.print(f"no AIRI hub found within {args.timeout:g} s (hubs advertise with [discovery] mdns = true)", markup=False)
+        return 1
+    table = Table(title="AIRI hubs on the local network", title_justify="left")
+    for col in ("name", "address", "port", "path", "proto", "auth", "url"):
+        table.add_column(col, overflow="fold")
+    for h in hubs:
+        table.add_row(h.name, ", ".join(h.addresses) or "-", str(h.port), h.path, h.proto, h.auth, h.url)
+    console = Console(soft_wrap=False) if sys.stdout.isatty() else Console(width=200, soft_wrap=False)
+    console.print(table)
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def add_server_commands(sub: Any) -> None:
-    """Add ``serve``, ``plugins`` and ``config check`` to the ``airi`` parser."""
-    p = sub.add_parser("serve", help="run the hub (uses ./airi.toml when present)")
-    p.add_argument("--config", metavar="PATH", help="config file (default: ./airi.toml if it exists)")
-    p.add_argument("--host", help="address to bind (overrides [server] host and HOST)")
-    p.add_argument("--port", type=int, help="TCP port (overrides [server] port and PORT)")
-    p.add_argument("--log-level", choices=["trace", "debug", "log", "warn", "error"])
-    p.add_argument("--log-format", choices=["pretty", "json"])
+    """Add ``serve``, ``plugins``, ``config check`` and ``discover`` to the ``airi`` parser."""
+    p = sub.add_parser(
+        "serve", help="run the hub (uses ./airi.toml when present)",
+        description="Run the AIRI hub: a WebSocket server AIRI modules connect to (ws://HOST:PORT/ws), with "
+                    "/healthz, /readyz and /metrics on the same port. Settings: built-in defaults < airi.toml < "
+                    "environment variables < these flags. SIGINT/SIGTERM close every peer and exit 0; SIGHUP "
+                    "reloads the configuration without dropping connections.",
+    )
+    p.add_argument("--config", metavar="PATH", help="config file (default: ./airi.toml if it exists, else built-in defaults)")
+    p.add_argument("--host", metavar="ADDRESS", help="address to bind (overrides [server] host and HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="PORT", help="TCP port, 0 = any free one (overrides [server] port and PORT; default 6121)")
+    p.add_argument("--log-level", choices=["trace", "debug", "log", "warn", "error"],
+                   help="least severe level logged (overrides [logging] level and LOG_LEVEL; default log)")
+    p.add_argument("--log-format", choices=["pretty", "json"],
+                   help="pretty lines or one JSON object a line, for every line the hub prints "
+                        "(overrides [logging] format and LOG_FORMAT; default pretty)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("plugins", help="list discovered plugins")
-    p.add_argument("--config", metavar="PATH")
+    p = sub.add_parser("plugins", help="list discovered plugins",
+                       description="List the installed plugins (entry points of airi.plugins): distribution, version, "
+                                   "hooks, whether the configuration enables them, route order. Exit status 1 when one "
+                                   "failed to load, 2 for an invalid configuration.")
+    p.add_argument("--config", metavar="PATH", help="config file (default: ./airi.toml if it exists)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("config", help="configuration tools")
+    p = sub.add_parser("config", help="configuration tools", description="Configuration tools.")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
-    c = csub.add_parser("check", help="validate a config file (default ./airi.toml) and print the effective settings")
-    c.add_argument("path", nargs="?")
+    c = csub.add_parser("check", help="validate a config file (default ./airi.toml) and print the effective settings",
+                        description="Validate a configuration (file, environment variables) with every installed "
+                                    "plugin's settings, and print the effective values: defaults and computed "
+                                    "defaults included, tokens masked. Exit status 2 when invalid.")
+    c.add_argument("path", nargs="?", metavar="PATH", help="config file (same as --config)")
+    c.add_argument("--config", metavar="PATH", help="config file (default: ./airi.toml if it exists)")
     c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("discover", help="find hubs on the local network (mDNS)",
+                       description="Browse the local network for AIRI hubs advertised with mDNS/DNS-SD "
+                                   "(_airi._tcp.local.; a hub advertises with [discovery] mdns = true) and list them. "
+                                   "Exit status 1 when none was found.")
+    p.add_argument("--timeout", type=_seconds, default=3.0, metavar="S", help="seconds to listen (default 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--interface", action="append", metavar="ADDRESS",
+                   help="browse only on the interface with this address, e.g. 127.0.0.1 (repeatable; default all)")
+    p.set_defaults(func=cmd_discover)

@@ -147,11 +147,14 @@ def discover_plugins(
     extra: Iterable[tuple[str, Any]] = (),
     use_entry_points: bool = True,
     origin: str | None = None,
+    strict: bool = True,
 ) -> PluginSet:
     """Load ``airi.plugins`` entry points one at a time and register the enabled ones.
 
     A plugin that fails to import or register is reported (name, distribution, error) and
-    skipped, unless ``[plugins] fail_on_error`` is set or it is essential. ``extra`` adds
+    skipped, unless ``[plugins] fail_on_error`` is set, it is essential, or (with ``strict``,
+    the default) the configuration names it in ``[plugins] order`` or ``load`` or has a
+    ``[plugins.<name>]`` table for it. ``extra`` adds
     ``(name, plugin)`` pairs (module, object or class) as if they were entry points, for tests
     and embedding; one with the name of an installed entry point replaces it. Raises
     :class:`ConfigError` for settings that name no plugin, leave out an essential one, fail a
@@ -209,6 +212,13 @@ def discover_plugins(
     if problems:
         raise ConfigError("\n".join(problems))
 
+    # where airi.toml names each plugin: a named plugin that fails to load is fatal (strict)
+    named: dict[str, list[str]] = {}
+    for key, listing in (("plugins.order", pcfg.order), ("plugins.load", pcfg.load or [])):
+        for n in listing:
+            named.setdefault(n, []).append(key)
+    for n in pcfg.sections():
+        named.setdefault(n, []).append(f"[plugins.{n}]")
     for name, (info, _) in candidates.items():
         infos.append(info)
         if not info.essential and (name in pcfg.disable or (pcfg.load is not None and name not in pcfg.load)):
@@ -216,6 +226,13 @@ def discover_plugins(
             continue
         if info.error is not None:
             info.enabled = False
+            if strict and name in named:
+                # the operator asked for this plugin: serving without it would drop the rules
+                # they configured
+                raise ConfigError(
+                    f"{origin}: plugin '{name}' ({info.distribution}) is named in the configuration "
+                    f"({', '.join(named[name])}) but failed to load: {info.error}"
+                )
             if pcfg.fail_on_error or name in extra_names:
                 raise ConfigError(f"plugin '{name}' ({info.distribution}) failed to load: {info.error}")
             log.error("plugin %r (%s) failed to load and is skipped: %s", name, info.distribution, info.error)

@@ -294,7 +294,7 @@ def start_server(procs: Procs, impl: str, toml: str, workdir: Path, tag: str,
     log = workdir / f"{tag}.log"
     if impl in ("hub", "base"):
         cfg = workdir / f"{tag}.toml"
-        cfg.write_text(toml)
+        cfg.write_text(toml + (baseline.get("toml_extra", "") if impl == "base" and baseline is not None else ""))
         args = ["serve", "--config", str(cfg), "--port", str(port)]
         if impl == "base":
             if baseline is None:
@@ -702,7 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="DIR",
                     help="another checkout of this repository (e.g. an older commit): its hub runs too, as 'base' "
                          "(hub, base, floor, ...), with hub / base ratios")
+    ap.add_argument("--metrics-off-baseline", action="store_true",
+                    help="run this tree with [http] enabled = false as 'base' (hub, base, floor, ...): hub / base is "
+                         "the cost of metrics and the HTTP endpoints")
     args = ap.parse_args(argv)
+    if args.metrics_off_baseline and args.baseline:
+        ap.error("--metrics-off-baseline and --baseline both define 'base': give one")
 
     prof_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     prof = profile(prof_name)
@@ -744,6 +749,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     baseline = None
+    if args.metrics_off_baseline:
+        # the same tree and interpreter; only its config differs (see start_server)
+        baseline = {"dir": str(ROOT), "method": "metrics off", "cmd": [sys.executable, "-m", "airi_core"], "env": hub_env(),
+                    "airi_core": str(ROOT / "airi_core"), "commit": git_commit(), "toml_extra": "\n[http]\nenabled = false\n"}
+        meta["baseline"] = {"metrics_off": True, "commit": baseline["commit"]}
     if base_dir is not None:
         try:
             baseline = setup_baseline(base_dir, workdir)

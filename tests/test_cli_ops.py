@@ -281,3 +281,15 @@ def test_serve_help_runs_without_a_hub() -> None:
     proc = subprocess.run(airi_cmd("discover", "--help"), env=hub_env(), capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0 and "_airi._tcp" in proc.stdout
     assert re.search(r"--timeout S\s+seconds to listen", proc.stdout)
+
+
+def test_json_format_covers_configuration_errors_too(tmp_path: Path) -> None:
+    env = _broken_plugin_site(tmp_path)
+    named = write_config(tmp_path, '[plugins]\norder = ["broken"]\n')
+    for args, extra_env in ((["serve", "--port", "99999", "--log-format", "json"], {}),
+                            (["serve", "--port", "0", "--config", str(named)], {**env, "LOG_FORMAT": "json"})):
+        proc = run_cli(args, cwd=tmp_path, env=extra_env)
+        assert proc.returncode == 2, proc.stderr
+        records = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+        assert records and all(r["level"] == "error" for r in records), proc.stderr
+        assert any("server.port" in r["message"] or "plugin 'broken'" in r["message"] for r in records)

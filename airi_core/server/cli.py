@@ -8,6 +8,7 @@ import errno
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -49,7 +50,17 @@ def _load(args: argparse.Namespace, path_arg: str | None, strict: bool = True) -
     return settings, plugins, origin
 
 
-def _fail(err: Exception) -> int:
+def _fail(err: Exception, fmt: str | None = None) -> int:
+    if fmt == "json":
+        # one JSON object a line, like every other line of a hub started with --log-format json
+        from .logs import JsonFormatter
+
+        formatter = JsonFormatter()
+        lines = ["invalid configuration", *str(err).splitlines()]
+        for line in lines:
+            record = logging.LogRecord("airi", logging.ERROR, __file__, 0, line, (), None)
+            print(formatter.format(record), file=sys.stderr)
+        return EXIT_CONFIG
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print("[bold red]error:[/] invalid configuration", markup=True)
     console.print(str(err), markup=False)
@@ -242,6 +253,9 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None, loa
         reloading: list[asyncio.Task[None]] = []
 
         def on_hup() -> None:
+            if hub.readiness.phase != "ready":
+                hub.log.warning("received SIGHUP while %s; ignoring", hub.readiness.phase)
+                return
             if load is None or any(not t.done() for t in reloading):
                 hub.log.warning("received SIGHUP: %s", "a reload is under way; ignoring" if load else "nothing to reload from; ignoring")
                 return
@@ -278,18 +292,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings, origin = _settings_from(args, args.config)
     except ConfigError as exc:
-        return _fail(exc)
+        # the format the user asked for, as far as it is known without a valid configuration
+        return _fail(exc, args.log_format or os.environ.get("LOG_FORMAT"))
     # logging first: what plugin discovery reports is in the configured format too
     setup_logging_from(settings)
     try:
         plugins = discover_plugins(settings, origin=origin or "airi.toml")
     except ConfigError as exc:
-        return _fail(exc)
+        return _fail(exc, settings.logging.format)
     raise_fd_limit(logging.getLogger("airi"))
     try:
         factory = loop_factory(settings.server.event_loop)
     except ConfigError as exc:
-        return _fail(exc)
+        return _fail(exc, settings.logging.format)
     path = Path(origin) if origin is not None else None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(settings, plugins, origin, lambda: _settings_at(args, path)))

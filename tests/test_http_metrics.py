@@ -180,6 +180,7 @@ async def test_metrics_before_and_after_traffic() -> None:
         assert value(after, "airi_disconnects_total", reason="connection closed") == 1  # bad
         assert value(after, "airi_hook_duration_seconds_count", hook="airi_authenticate") >= 3
         assert value(after, "airi_hook_duration_seconds_count", hook="airi_peer_connected") == 3
+        assert value(after, "airi_hook_duration_seconds_count", hook="airi_route") >= 1  # sampled: 1 call per 50 ms
         assert ("airi_outbound_backlog_bytes", ()) in after
         # a plugin's own hub.stats counters appear too
         hub.stats["my_plugin_things"] = 7

@@ -6,7 +6,9 @@ clash. Nothing is counted for the metrics on the per-frame path: the kernel and 
 already count in ``hub.stats`` (plain integers) and ``hub.counts`` (labelled, bounded), and
 :class:`HubCollector` turns those into metric families when ``/metrics`` is scraped. The only
 measurement of its own is hook latency, taken on every call of the hooks that are not per
-event and on one call in :data:`SAMPLE_EVERY` of ``airi_event`` and ``airi_route``.
+frame, and for the per-frame ones (``airi_event``, ``airi_route``, ``airi_heartbeat``) on one
+call every :data:`SAMPLE_INTERVAL_S`: a one-shot timing wrapper is put on the facade and takes
+itself off after that call, so the calls in between run the plain method, at no cost.
 
 Metric names (all prefixed ``airi_``) are listed in :data:`METRICS`; a plugin may register its
 own collectors or metrics in ``hub.metrics.registry``.
@@ -14,6 +16,7 @@ own collectors or metrics in ``hub.metrics.registry``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -26,14 +29,14 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .kernel import Hub
 
-__all__ = ["HubMetrics", "HubCollector", "METRICS", "SAMPLE_EVERY"]
+__all__ = ["HubMetrics", "HubCollector", "METRICS", "SAMPLE_INTERVAL_S"]
 
-#: one call in this many of the per-event hooks (``airi_event``, ``airi_route``) is timed
-SAMPLE_EVERY = 64
-#: hooks timed on every call (none of them runs per routed event)
+#: the per-frame hooks are timed on one call per this many seconds each
+SAMPLE_INTERVAL_S = 0.05
+#: hooks timed on every call (none of them runs per frame)
 _TIMED_HOOKS = ("startup", "shutdown", "peer_connected", "peer_disconnected", "authenticate",
-                "peer_authenticated", "announce", "heartbeat", "reload")
-_SAMPLED_HOOKS = ("event", "route")
+                "peer_authenticated", "announce", "reload")
+_SAMPLED_HOOKS = ("event", "route", "heartbeat")
 _BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0)
 
 #: hub.stats counters exposed under their own names (the rest: ``airi_stat_total{counter}``)
@@ -70,7 +73,7 @@ METRICS: dict[str, str] = {
     "airi_disconnects_total": "peers gone, by reason",
     "airi_connections_refused_total": "handshakes refused, by reason",
     "airi_plugin_failures_total": "plugin failures by plugin and hook",
-    "airi_hook_duration_seconds": "hook call latency by hook (airi_event, airi_route: sampled)",
+    "airi_hook_duration_seconds": "hook call latency by hook (airi_event, airi_route, airi_heartbeat: sampled)",
     "airi_outbound_backlog_bytes": "bytes queued to peers and not yet taken, all peers together",
     "airi_peers_behind": "peers whose backlog passed limits.outbound_soft_bytes",
     "airi_pending_bytes": "bytes of incomplete frames held, all connections together",
@@ -178,14 +181,32 @@ class HubMetrics:
         self._instrumented = True
         for name in _TIMED_HOOKS:
             if hasattr(hooks, name):
-                setattr(hooks, name, self._timed(getattr(hooks, name), "airi_" + name, 1))
+                setattr(hooks, name, self._timed(getattr(hooks, name), "airi_" + name))
         for name in _SAMPLED_HOOKS:
-            setattr(hooks, name, self._timed(getattr(hooks, name), "airi_" + name, SAMPLE_EVERY))
+            self._arm(hooks, name)
 
-    def _timed(self, fn: Callable[..., Any], hook: str, every: int) -> Callable[..., Any]:
+    def _arm(self, hooks: Any, name: str) -> None:
+        """Time the next call of ``hooks.<name>`` only: the wrapper removes itself (the class's
+        method shows through again) and puts itself back ``SAMPLE_INTERVAL_S`` later."""
+        plain = getattr(type(hooks), name).__get__(hooks)
+        timed = self._timed(plain, "airi_" + name)
+
+        def once(*args: Any) -> Any:
+            try:
+                delattr(hooks, name)
+            except AttributeError:  # pragma: no cover - already taken off
+                pass
+            try:
+                asyncio.get_running_loop().call_later(SAMPLE_INTERVAL_S, self._arm, hooks, name)
+            except RuntimeError:  # no loop (a hub driven by hand): sample no more
+                pass
+            return timed(*args)
+
+        setattr(hooks, name, once)
+
+    def _timed(self, fn: Callable[..., Any], hook: str) -> Callable[..., Any]:
         observe = self.hook_seconds.labels(hook).observe
         clock = time.perf_counter
-        countdown = every
 
         async def finish(pending: Awaitable[Any], started: float) -> Any:
             try:
@@ -194,11 +215,6 @@ class HubMetrics:
                 observe(clock() - started)
 
         def call(*args: Any) -> Any:
-            nonlocal countdown
-            countdown -= 1
-            if countdown:
-                return fn(*args)
-            countdown = every
             started = clock()
             res = fn(*args)
             if res is not None and inspect.isawaitable(res):

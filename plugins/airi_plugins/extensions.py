@@ -111,6 +111,12 @@ class Extensions:
             self._max_announce = getattr(registry, "max_announce_bytes", self._max_announce)
 
     @hookimpl
+    def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
+        """New limits (its own table, and the registry's announce limits it shares)."""
+        if changed & {"plugins.extensions", "plugins.registry"}:
+            self.airi_startup(hub)
+
+    @hookimpl
     def airi_peer_disconnected(self, peer: Peer) -> None:
         self._buckets.pop(peer, None)
 

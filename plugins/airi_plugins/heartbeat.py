@@ -105,14 +105,16 @@ class Heartbeat:
 
     @hookimpl
     async def airi_reload(self, hub: Hub, changed: frozenset[str]) -> None:
-        """New message and timeouts; the liveness timer restarts when its interval changed."""
+        """New message and timeouts; the liveness and ping timers restart when their periods changed."""
         if "heartbeat" not in changed:
             return
-        interval = self.settings.interval_ms
+        before = (self.settings.interval_ms, self.settings.read_timeout_ms)
         self.settings = hub.plugin_config(self) or HeartbeatSettings()  # type: ignore[assignment]
-        if self.settings.interval_ms != interval and self._task is not None:
-            await self.airi_shutdown()
-            self._task = asyncio.get_running_loop().create_task(self._run(hub))
+        if (self.settings.interval_ms, self.settings.read_timeout_ms) != before and self._task is not None:
+            await self.airi_shutdown()  # both timers restart with the new periods
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(hub))
+            self._pinger = loop.create_task(self._ping(hub))
 
     @hookimpl
     async def airi_shutdown(self) -> None:

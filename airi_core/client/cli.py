@@ -403,28 +403,35 @@ async def run_modules(args: argparse.Namespace) -> int:
         unhealthy = dict(client.unhealthy)
     finally:
         await client.close()
+    # a clustered hub lists other instances' modules with the hub instance holding them
+    hubs = [(m.model_extra or {}).get("instance") for m in modules]
+    clustered = any(isinstance(h, str) for h in hubs)
     if args.json:
         rows = [
             {
                 "name": m.name, "index": m.index, "identity": m.identity,
                 "healthy": m.key not in unhealthy, "reason": unhealthy.get(m.key),
+                **({"hub_instance": h if isinstance(h, str) else None} if clustered else {}),
             }
-            for m in modules
+            for m, h in zip(modules, hubs)
         ]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     out = Console(highlight=False, soft_wrap=False)
     table = Table(title=f"AIRI modules at {client.url}", title_justify="left")
-    for col in ("name", "index", "plugin", "version", "instance", "labels", "health"):
+    for col in ("name", "index", "plugin", "version", "instance", "labels", "health") + (("hub",) if clustered else ()):
         table.add_column(col, overflow="fold")  # ids are never cut short
-    for m in modules:
+    for m, hub_instance in zip(modules, hubs):
         plugin = m.identity.get("plugin")
         version = plugin.get("version") if isinstance(plugin, dict) and isinstance(plugin.get("version"), str) else "-"
         labels = ", ".join(f"{k}={v}" for k, v in m.labels.items()) or "-"
         reason = unhealthy.get(m.key)
         health = Text("healthy", style="green") if reason is None else Text(f"unhealthy ({reason})", style="bold red")
-        table.add_row(m.name, "-" if m.index is None else str(m.index), m.plugin_id or "-", version,
-                      m.instance_id or "-", labels, health)
+        cells: list[Any] = [m.name, "-" if m.index is None else str(m.index), m.plugin_id or "-", version,
+                            m.instance_id or "-", labels, health]
+        if clustered:
+            cells.append(hub_instance if isinstance(hub_instance, str) else "(this hub)")
+        table.add_row(*cells)
     out.print(table)
     n = len(modules)
     out.print(f"{n} module{'s' if n != 1 else ''}. The registry listing carries no health: 'unhealthy' means the hub "

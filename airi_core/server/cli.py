@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import json
@@ -108,6 +109,21 @@ def _summary(hub: Any, origin: str | None) -> None:
         scheme = "https" if hub.settings.server.tls is not None else "http"
         metrics = (" /metrics" + (" (bearer token)" if http.metrics_token is not None else "")) if http.metrics else ""
         console.print(f"  http        {scheme}://{base} /healthz /readyz{metrics}")
+    for label, line in _plugin_summaries(plugins):
+        console.print(f"  {label:<11} {line}")
+
+
+def _plugin_summaries(plugins: PluginSet) -> list[tuple[str, str]]:
+    """``(label, line)`` from every registered plugin object with an ``airi_summary()`` (e.g.
+    the cluster link: ``cluster  nats://... as instance A: connected, 1 other instance``)."""
+    lines = []
+    for obj in plugins.pm.get_plugins():
+        summary = getattr(obj, "airi_summary", None)
+        if callable(summary):
+            with contextlib.suppress(Exception):
+                label, line = summary()
+                lines.append((str(label), str(line)))
+    return lines
 
 
 def _auth_summary(plugins: PluginSet) -> str:
@@ -142,6 +158,8 @@ def _summary_json(hub: Any, origin: str | None) -> None:
     skipped = [f"{i.name} ({i.distribution}): {i.error}" for i in plugins.infos if i.error]
     if skipped:
         fields["skipped"] = "; ".join(skipped)
+    for label, line in _plugin_summaries(plugins):
+        fields[label] = line
     # printed whatever the level, as the pretty summary is (handle() skips the level check);
     # the URL is followed by a space: "listening on (ws://\S+)" finds it in the JSON line too
     log = logging.getLogger("airi.summary")  # its own logger: not one of the app's leveled lines

@@ -38,7 +38,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -76,7 +76,10 @@ from .registry import PeerRegistry
 from .routing import Announcement, PeerFilter, RouteContext
 from .transport import Transport
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "RemoteDelivery"]
+
+#: ``deliver(peers, text)``: hand a frame for peers of other instances to a cluster plugin.
+RemoteDelivery = Callable[[list[Peer], str], None]
 
 _HEARTBEAT_BYTES = frozenset(f.encode() for f in HEARTBEAT_FRAMES)
 
@@ -101,6 +104,9 @@ class Hub:
     - peers: :meth:`set_health`, :meth:`disconnect`, :meth:`backlog`;
     - routing: :meth:`add_route_filter` / :meth:`remove_route_filter` (a filter that holds for
       every routed event, whatever the route plugins decide);
+    - several instances as one hub (a cluster plugin): :meth:`set_remote_delivery`,
+      :meth:`add_remote_peer`, :meth:`authenticate_remote`, :meth:`remove_remote_peer`,
+      :meth:`replay`, :meth:`deliver`;
     - plugins at run time: :attr:`plugins` (``hub.plugins.register(obj, name)`` /
       ``unregister(name)`` take effect at once).
     """
@@ -149,6 +155,8 @@ class Hub:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._route_filters: list[PeerFilter] = []
+        self._remote: RemoteDelivery | None = None
+        self._replaying: Peer | None = None
 
     # -- the plugin API ----------------------------------------------------------------------------
     def plugin_config(self, plugin: str | object) -> BaseModel | None:
@@ -172,7 +180,13 @@ class Hub:
 
     def send(self, peer: Peer, type: str, data: Any, parent_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         """Send one server-originated event to ``peer`` (nothing happens if it is gone).
-        ``metadata`` replaces the server's (``ui:configure`` forwards the sender's)."""
+        ``metadata`` replaces the server's (``ui:configure`` forwards the sender's). A peer of
+        another instance (``peer.origin``) gets it through the remote delivery, except while
+        :meth:`replay` runs for it (its own instance answered it already)."""
+        if peer.origin is not None:
+            if self._remote is not None and peer is not self._replaying:
+                self._remote([peer], self.encode(type, data, parent_id, metadata))
+            return
         self._transport.write((peer,), self.encode(type, data, parent_id, metadata))
 
     def send_error(self, peer: Peer, message: str, parent_id: str | None = None) -> None:
@@ -242,6 +256,50 @@ class Hub:
         self.wslog.info("dropping %s: %s", peer.describe, reason, extra={"peer": peer.id})
         self._spawn(self._disconnected_hooks(peer, reason))
         self._spawn(self._transport.close(peer, code, reason))
+
+    # -- peers of other instances (a cluster plugin) -------------------------------------------------
+    def set_remote_delivery(self, deliver: RemoteDelivery | None) -> None:
+        """Route to peers of other instances through ``deliver(peers, text)``: called with the
+        recipients whose ``origin`` is set (mirrors made with :meth:`add_remote_peer`) and the
+        frame text, once per routed event or hub event; None turns it off."""
+        self._remote = deliver
+
+    def add_remote_peer(self, origin: str, peer_id: str, remote: str = "") -> Peer:
+        """Register a mirror of connection ``peer_id`` of instance ``origin``: a peer without a
+        socket (id ``peer_id@origin``) that routing, the registry and the plugins treat like a
+        local one. Its state arrives through the registry API, :meth:`announce`,
+        :meth:`set_health` and :meth:`replay`; what is sent to it goes to ``deliver``."""
+        peer = Peer(remote)
+        peer.id = f"{peer_id}@{origin}"
+        peer.origin = origin
+        peer.last_seen = time.monotonic()
+        self.registry.add(peer)
+        return peer
+
+    def authenticate_remote(self, peer: Peer) -> None:
+        """Mark a mirror authenticated (its own instance authenticated it: no reply, no sync)."""
+        self.registry.mark_authenticated(peer)
+
+    async def remove_remote_peer(self, peer: Peer, reason: str) -> None:
+        """A mirrored connection is gone (``reason``: as its instance said, or ``instance
+        lost``): detach it and run the disconnect hooks (its modules are de-announced)."""
+        if self._detach(peer):
+            await self._disconnected_hooks(peer, reason)
+
+    def replay(self, peer: Peer, event: Event) -> Any:
+        """Run ``airi_event`` for a control event a mirrored peer sent on its own instance
+        (e.g. a consumer registration), so that this instance's plugins keep the same state;
+        nothing is sent back to it. Returns the hook's result."""
+        self._replaying = peer
+        try:
+            return self._hooks.event(self, peer, event)
+        finally:
+            self._replaying = None
+
+    def deliver(self, peers: Iterable[Peer], text: str) -> int:
+        """Write a frame another instance routed to local ``peers`` (as it was sent: byte for
+        byte); returns how many were open."""
+        return self._transport.write(peers, text)
 
     # -- connections (called by the transport) -----------------------------------------------------
     async def connected(self, peer: Peer) -> None:
@@ -486,7 +544,13 @@ class Hub:
         self.stats["events_routed"] += 1
         if recipients:
             self.stats["deliveries"] += len(recipients)
-            self._transport.write(recipients, event.forward_text(self._wrap), sender)
+            text = event.forward_text(self._wrap)
+            if self._remote is not None:  # clustered: peers of other instances go through it
+                remote = [p for p in recipients if p.origin is not None]
+                if remote:
+                    self._remote(remote, text)
+                    recipients = [p for p in recipients if p.origin is None]
+            self._transport.write(recipients, text, sender)
 
     # -- failures ------------------------------------------------------------------------------------
     def _spawn(self, aw: Awaitable[Any]) -> None:

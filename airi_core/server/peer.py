@@ -55,6 +55,8 @@ class Module:
         else:
             notice["identity"] = identity
             self.entry = {"name": name, "identity": sync_identity(identity)}
+            if peer.origin is not None:
+                self.entry["instance"] = peer.origin
         self.notice = notice
 
     @property
@@ -89,7 +91,9 @@ class Peer:
       ``module_keys`` (every extension module's name and id). ``source`` is the
       ``metadata.source`` stamped on what it sends (``identity`` for an April module);
     - ``healthy`` (see :meth:`Hub.set_health`); ``last_seen``: ``time.monotonic()`` of the
-      peer's last frame; ``closed``: the hub has detached it and nothing more reaches it.
+      peer's last frame; ``closed``: the hub has detached it and nothing more reaches it;
+      ``origin``: None, or the instance that holds the connection when this is a mirror of
+      another instance's peer (a cluster).
 
     ``state`` is a dict where plugins keep per-peer data under their own name
     (``peer.state["my-plugin"] = ...``); it lives as long as the connection.
@@ -120,6 +124,7 @@ class Peer:
         "last_seen",
         "closed",
         "state",
+        "origin",
         "_conn",
         "__weakref__",
     )
@@ -150,6 +155,9 @@ class Peer:
         self.last_seen = 0.0
         self.closed = False
         self.state: dict[str, Any] = {}
+        #: None for a connection of this hub; the instance id of the hub that holds it for a
+        #: mirror of another instance's connection (a cluster plugin's, ``Hub.add_remote_peer``)
+        self.origin: str | None = None
         self._conn = conn  # the transport's side of this peer; None for a peer without a socket
 
     def set_identity(
@@ -203,6 +211,8 @@ class Peer:
         if self.index is not None:
             entry["index"] = self.index
         entry["identity"] = self.identity
+        if self.origin is not None:
+            entry["instance"] = self.origin  # a module on another instance of a cluster
         return entry
 
     def __repr__(self) -> str:

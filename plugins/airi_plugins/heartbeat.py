@@ -53,6 +53,8 @@ def check_liveness(hub: Hub, now: float, interval_s: float) -> None:
     """One liveness check over every peer (the timer calls this each interval): count the
     checks in a row that found the peer silent for longer than an interval."""
     for peer in hub.registry:
+        if peer.origin is not None:
+            continue  # another instance's connection: its own hub watches it
         missed = peer.state.get("heartbeat", 0) + 1 if now - peer.last_seen > interval_s else 0
         peer.state["heartbeat"] = missed
         if missed >= MISSES_DEAD:
@@ -65,6 +67,8 @@ def ping_silent(hub: Hub, now: float, half_s: float, message: str) -> None:
     """Ping every authenticated peer silent for ``half_s`` that was not pinged in the last
     ``half_s`` (the ping timer calls this a few times per ``half_s``)."""
     for peer in hub.registry.authenticated():
+        if peer.origin is not None:
+            continue
         if now - peer.last_seen >= half_s and now - peer.state.get("heartbeat-ping", 0.0) >= half_s:
             peer.state["heartbeat-ping"] = now
             hub.send(

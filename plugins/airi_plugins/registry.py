@@ -280,7 +280,11 @@ class ModuleRegistryPlugin:
         key = canonical(ann.identity)
         extension = ann.family == "extension"
         replacing = peer.modules.get(instance_id_of(ann.identity)) if extension else None
-        problem, size = self._check(peer, ann, key, asyncio.get_running_loop().time(), replacing)
+        if peer.origin is not None:  # a mirror: its own instance checked the limits already
+            self._announcers.setdefault(peer, _Announcer(0.0, 0.0))
+            problem, size = None, len(key) + len(canonical(ann.name)) + 40
+        else:
+            problem, size = self._check(peer, ann, key, asyncio.get_running_loop().time(), replacing)
         if problem == "":
             return ACCEPT  # over the rate limit, and told so less than a second ago
         if problem is not None:

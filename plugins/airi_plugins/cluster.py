@@ -151,6 +151,8 @@ class ClusterLink:
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._lost_logged = False
         self._stopping = False
+        self._consumers_plugin: Any = None
+        self._applying_pick = False
 
     async def start(self, hub: Hub) -> None:
         self.hub = hub
@@ -162,6 +164,11 @@ class ClusterLink:
         hub.stats.setdefault("cluster_dropped", 0)
         hub.set_remote_delivery(self._deliver)
         hub.readiness.add_check("cluster", self._readiness)
+        consumers = hub.plugins.pm.get_plugin("consumers")
+        if consumers is not None and hasattr(consumers, "pick_listeners"):
+            # round-robin and sticky are one state for the whole cluster, as on one hub
+            self._consumers_plugin = consumers
+            consumers.pick_listeners.append(self._on_pick)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._connect_loop()),
@@ -286,6 +293,9 @@ class ClusterLink:
         if self.hub is None:
             return
         self._stopping = True
+        consumers = self._consumers_plugin
+        if consumers is not None and self._on_pick in consumers.pick_listeners:
+            consumers.pick_listeners.remove(self._on_pick)
         hub.set_remote_delivery(None)
         nc = self.nc
         if nc is not None and self.connected:
@@ -429,6 +439,41 @@ class ClusterLink:
             self._publish_peer(peer)
         return result
 
+    def _ref(self, peer: Peer) -> list[str]:
+        """``[instance, connection id]`` naming ``peer`` on every instance."""
+        if peer.origin is None:
+            return [self._me, peer.id]
+        return [peer.origin, str(peer.state.get("cluster", peer.id))]
+
+    def _resolve(self, ref: Any) -> Peer | None:
+        if not (isinstance(ref, list) and len(ref) == 2 and all(isinstance(x, str) for x in ref)):
+            return None
+        origin, rid = ref
+        if origin == self._me:
+            peer = self.hub.registry.get(rid) if self.hub is not None else None
+            return peer if peer is not None and peer.origin is None else None
+        return self._mirror(origin, rid)
+
+    def _on_pick(self, key: tuple[str, str], selection: str, peer: Peer, sticky_key: str | None) -> None:
+        if self._applying_pick:
+            return
+        self._publish(self._ctl, {"op": "pick", "key": list(key), "selection": selection,
+                                  "peer": self._ref(peer), "sticky": sticky_key})
+
+    def _apply_pick(self, msg: dict[str, Any]) -> None:
+        consumers = self._consumers_plugin
+        key = msg.get("key")
+        peer = self._resolve(msg.get("peer"))
+        if consumers is None or peer is None or not (isinstance(key, list) and len(key) == 2):
+            return
+        sticky = msg.get("sticky")
+        self._applying_pick = True
+        try:
+            consumers.apply_pick((str(key[0]), str(key[1])), str(msg.get("selection")), peer,
+                                 sticky if isinstance(sticky, str) else None)
+        finally:
+            self._applying_pick = False
+
     @hookimpl
     def airi_peer_health_changed(self, peer: Peer, healthy: bool, reason: str) -> None:
         if self.hub is not None and peer.origin is None:
@@ -527,6 +572,8 @@ class ClusterLink:
             mirror = self._mirror(origin, msg["peer"])
             if mirror is not None:
                 hub.set_health(mirror, bool(msg.get("healthy")), str(msg.get("reason") or ""))
+        elif op == "pick":
+            self._apply_pick(msg)
         elif op == "consumer":
             mirror = self._mirror(origin, msg["peer"])
             if mirror is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,10 @@ class ConsumerDelivery:
         self.registrations: dict[Key, dict[str, Registration]] = {}
         self._order: dict[Key, list[Registration]] = {}  # selection order, dropped on change
         self._by_peer: dict[str, set[Key]] = {}
-        self._cursor: dict[Key, int] = {}
+        self._last: dict[Key, str] = {}  # round-robin: the consumer chosen last, per (event, group)
+        #: Called as ``listener(key, selection, peer, sticky_key)`` when round-robin picks or sticky
+        #: assigns afresh (a cluster shares that state between instances through it).
+        self.pick_listeners: list[Callable[[Key, str, Peer, str | None], None]] = []
         self._seq = itertools.count()
         # sticky assignments: per (event, group) stickyKey -> consumer peer id, in LRU order; the
         # same in one global LRU (value: its size); and per (consumer, (event, group)) its keys
@@ -159,8 +163,6 @@ class ConsumerDelivery:
         if keys is not None and key not in keys and len(keys) >= self.settings.max_registrations_per_peer:
             return too_many_registrations(self.settings.max_registrations_per_peer)
         regs = self.registrations.setdefault(key, {})
-        if peer.id not in regs:
-            self._cursor.pop(key, None)
         regs[peer.id] = Registration(peer, normalize_priority(priority), next(self._seq))
         self._order.pop(key, None)
         self._by_peer.setdefault(peer.id, set()).add(key)
@@ -170,10 +172,10 @@ class ConsumerDelivery:
         regs = self.registrations.get(key)
         if regs is None or regs.pop(peer.id, None) is None:
             return
-        self._cursor.pop(key, None)
         self._order.pop(key, None)
         if not regs:
             del self.registrations[key]
+            self._last.pop(key, None)
         keys = self._by_peer.get(peer.id)
         if keys is not None:
             keys.discard(key)
@@ -257,6 +259,23 @@ class ConsumerDelivery:
         self.sticky_used_bytes += size
         self._sticky_of.setdefault((peer.id, key), set()).add(sk)
 
+    def _picked(self, key: Key, selection: str, peer: Peer, sticky_key: str | None) -> None:
+        for listener in self.pick_listeners:
+            listener(key, selection, peer, sticky_key)
+
+    def apply_pick(self, key: Key, selection: str, peer: Peer, sticky_key: str | None) -> None:
+        """Take a pick made elsewhere (another instance of a cluster) as if made here: the
+        round-robin goes on after ``peer``; ``sticky_key`` is assigned to ``peer``."""
+        regs = self.registrations.get(key)
+        if regs is None or peer.id not in regs:
+            return
+        if selection == "round-robin":
+            self._last[key] = peer.id
+        elif selection == "sticky" and sticky_key:
+            group = self._sticky.get(key)
+            if group is None or group.get(sticky_key) != peer.id:
+                self._assign(key, sticky_key, peer)
+
     # -- delivery ----------------------------------------------------------------------------------
     @hookimpl(trylast=True)  # after every other route plugin: it picks among what they left
     def airi_route(self, hub: Hub, ctx: RouteContext) -> Drop | Targets | None:
@@ -296,13 +315,19 @@ class ConsumerDelivery:
 
         selection = delivery.get("selection") or "first"
         if selection == "round-robin":
-            ready = [r for r in order if available(r)]
-            if not ready:
-                return None
-            cursor = self._cursor.get(key, 0)
-            chosen = ready[cursor % len(ready)]
-            self._cursor[key] = (cursor + 1) % len(ready)
-            return chosen.peer
+            # the next available consumer after the one chosen last, in selection order
+            last = self._last.get(key)
+            start = 0
+            if last is not None:
+                start = next((i + 1 for i, r in enumerate(order) if r.peer.id == last), 0)
+            count = len(order)
+            for step in range(count):
+                turn = order[(start + step) % count]
+                if available(turn):
+                    self._last[key] = turn.peer.id
+                    self._picked(key, "round-robin", turn.peer, None)
+                    return turn.peer
+            return None
         sticky_key = delivery.get("stickyKey")
         if selection == "sticky" and isinstance(sticky_key, str) and sticky_key:
             group = self._sticky.get(key)
@@ -317,6 +342,7 @@ class ConsumerDelivery:
             if first is None:
                 return None
             self._assign(key, sticky_key, first.peer)
+            self._picked(key, "sticky", first.peer, sticky_key)
             return first.peer
         first = next((r for r in order if available(r)), None)
         return first.peer if first is not None else None

@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: The reference's environment variables: cleared for every subprocess unless a test sets them.
-HUB_ENV_VARS = ("HOST", "PORT", "SERVER_INSTANCE_ID", "AUTHENTICATION_TOKEN", "LOG_LEVEL", "LOG_FORMAT")
+#: The reference's environment variables, and the cluster's broker URL (a developer's shell may
+#: point it at a broker): cleared for every subprocess unless a test sets them.
+HUB_ENV_VARS = ("HOST", "PORT", "SERVER_INSTANCE_ID", "AUTHENTICATION_TOKEN", "LOG_LEVEL", "LOG_FORMAT", "AIRI_CLUSTER_URL")
 
 LISTENING_RE = re.compile(r"listening on (ws://\S+)")
 

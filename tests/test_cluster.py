@@ -463,11 +463,11 @@ async def test_peer_alias_destination_across_instances(pair):
     a, b = pair[0], pair[1]
     ws = await witnesses(pair)
     sender = await pair.client(a, nonce("snd"))
-    holder = await pair.client(b, announce=False)
+    holder = await pair.client(b, nonce("holder"), announce=False)
     alias = nonce("alias")
     reply = await holder.request("peer:authenticate", {"peerId": alias}, reply="peer:authenticated")
     assert reply["data"].get("peerId") == alias
-    await holder.announce(nonce("holder"))
+    await holder.announce(holder.name)
     await seen_everywhere(pair, holder, via=[sender])
     assert await xprobe_one(sender, [holder, *ws], ws, {"destinations": [f"peer:{alias}"]}) == {holder.name}
 

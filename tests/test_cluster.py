@@ -601,6 +601,38 @@ async def test_consumer_sticky_across_instances_and_senders(pair):
     assert again == [order[0]] * 3
 
 
+async def test_sticky_assignment_is_one_for_the_whole_cluster(pair):
+    """On one hub a sticky key stays with its consumer even when a higher-priority consumer
+    registers later, whoever sends. Across instances: a key assigned by a sender on A must not
+    be assigned afresh (to the newcomer) when a sender on B uses it."""
+    (sender, sender_b), c_a, c_b, other, ws = await consumers_setup(pair, 2)
+    etype = "input:text"
+    group = nonce("grp")
+    await registered(c_a, etype, ws, group=group)
+    sticky = {"delivery": {"group": group, "selection": "sticky", "stickyKey": nonce("conversation")}}
+    clients = [c_a, c_b, other]
+    assert only(await xprobe(sender, clients, [{"type": etype, "route": sticky}], ws, counts=True)) == [c_a.name]
+    await registered(c_b, etype, ws, group=group, priority=100)  # a later, higher-priority consumer
+    assert only(await xprobe(sender, clients, [{"type": etype, "route": sticky}] * 2, ws, counts=True)) == [c_a.name] * 2
+    assert only(await xprobe(sender_b, clients, [{"type": etype, "route": sticky}] * 2, ws, counts=True)) == [c_a.name] * 2
+
+
+async def test_round_robin_is_one_rotation_for_the_whole_cluster(pair):
+    """On one hub round-robin rotates over every sender's events; across instances, events from
+    senders on A and on B alternate the consumers as one sequence."""
+    (sender, sender_b), c_a, c_b, other, ws = await consumers_setup(pair, 2)
+    etype = nonce("job:rr2")
+    await registered(c_a, etype, ws, group="g")
+    await registered(c_b, etype, ws, group="g")
+    route = {"delivery": {"mode": "consumer-group", "group": "g", "selection": "round-robin"}}
+    clients = [c_a, c_b, other]
+    order: list[str] = []
+    for _ in range(3):
+        for s in (sender, sender_b):
+            order += only(await xprobe(s, clients, [{"type": etype, "route": route}], ws, counts=True))
+    assert all(x != y for x, y in zip(order, order[1:])), f"one rotation expected, got {order}"
+
+
 async def test_required_delivery_with_no_consumer_anywhere_is_an_error(pair):
     (sender,), c_a, c_b, other, ws = await consumers_setup(pair)
     etype = nonce("job:none")

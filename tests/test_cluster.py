@@ -947,3 +947,97 @@ async def test_hub_survives_the_loss_of_its_nats_node(nats_cluster3, tmp_path):
         await cl.close_clients()
         for h in cl.hubs:
             h.stop()
+
+
+# == credentials and limits across instances ======================================================
+AUTH_EXTRA = PAIR_EXTRA + """
+[auth]
+token = "cluster-shared-token"
+
+[[auth.clients]]
+name = "limited"
+token = "cluster-limited-token"
+receive = ["output:*"]
+"""
+
+
+async def test_receive_permissions_hold_for_senders_on_another_instance(nats_server, tmp_path):
+    """A client whose credential may only receive ``output:*`` gets nothing else, whichever
+    instance the sender is on (broadcast, module:NAME, consumer delivery)."""
+    a, b = start_instances(tmp_path, nats_server.url, ["au-a", "au-b"], f"auth-{nats_server.port}", extra=AUTH_EXTRA)
+    cl = Cluster(nats_server, [a, b])
+    try:
+        ws = [await cl.client(h, nonce(f"wit-{h.id}"), token="cluster-shared-token") for h in (a, b)]
+        limited_b = await cl.client(b, nonce("limited-b"), token="cluster-limited-token")
+        limited_a = await cl.client(a, nonce("limited-a"), token="cluster-limited-token")
+        sender = await cl.client(a, nonce("snd"), token="cluster-shared-token")
+        sender_b = await cl.client(b, nonce("snd-b"), token="cluster-shared-token")
+        await seen_everywhere(cl, limited_b, ws[1], via=[sender])
+        await seen_everywhere(cl, limited_a, ws[0], via=[sender_b])
+        for s, target in ((sender, limited_b), (sender_b, limited_a)):
+            res = await xprobe(s, [target], [
+                {"type": "output:ok"},
+                {"type": "test:secret"},
+                {"type": "test:secret", "route": {"destinations": [f"module:{target.name}"]}},
+            ], ws)
+            assert res == [{target.name}, set(), set()], (s.name, target.name, res)
+        # consumer delivery skips a consumer that may not receive the type, across instances too
+        await registered(limited_b, "job:secret", ws)
+        s0 = sender.mark()
+        res = await xprobe(sender, [limited_b], [{"type": "job:secret", "route": {"delivery": {"mode": "consumer", "required": True}}}], ws)
+        assert res == [set()]
+        assert sender.error_messages(s0) == [NO_CONSUMER]
+    finally:
+        await cl.close_clients()
+        for h in cl.hubs:
+            h.stop()
+
+
+def frame_at_limit(sender: HubClient, pid: str, dests: list[str], size: int = 1024 * 1024) -> str:
+    """An event of exactly ``size`` bytes (default: the hub's max_frame_bytes) with data.probe."""
+    src = json.dumps(sender.identity, separators=(",", ":"))
+    head = '{"type":"test:probe","data":{"probe":"' + pid + '","blob":"'
+    tail = '"},"metadata":{"event":{"id":"' + pid + '"},"source":' + src + '},"route":{"destinations":' + json.dumps(dests) + '}}'
+    text = head + "x" * (size - len(head) - len(tail)) + tail
+    assert len(text.encode()) == size
+    return text
+
+
+async def test_an_event_at_the_frame_limit_crosses_instances(pair):
+    """An event of exactly the hub's frame limit (1 MiB by default) reaches a module on the other
+    instance as it reaches a local one (a broker message has a size limit of its own, 1 MiB by
+    default, and the cluster adds its envelope)."""
+    a, b = pair[0], pair[1]
+    ws = await witnesses(pair)
+    sender = await pair.client(a, nonce("snd"))
+    recv = await pair.client(b, nonce("rcv"))
+    local = await pair.client(a, nonce("local"))
+    await seen_everywhere(pair, recv, via=[sender])
+    pid = nonce("probe")
+    starts = (recv.mark(), local.mark())
+    await sender.send_raw(frame_at_limit(sender, pid, [f"module:{recv.name}", f"module:{local.name}"]))
+    await cross_fence(sender, ws, [recv, local], timeout=8)
+    got = [len(got_probe(c, pid, st)) for c, st in zip((recv, local), starts)]
+    assert got == [1, 1], f"delivered (remote, local): {got}"
+
+
+async def test_an_undeliverable_frame_does_not_take_other_frames_with_it(pair):
+    """Whatever happens to one oversized cross-instance frame, the frames queued behind it (other
+    events, other senders' events, registry changes) still cross."""
+    a, b = pair[0], pair[1]
+    ws = await witnesses(pair)
+    sender = await pair.client(a, nonce("snd"))
+    other_sender = await pair.client(a, nonce("snd2"))
+    recv = await pair.client(b, nonce("rcv"))
+    await seen_everywhere(pair, recv, via=[sender])
+    start = recv.mark()
+    p1, p2 = nonce("after"), nonce("other")
+    await asyncio.gather(
+        sender.send_raw(frame_at_limit(sender, nonce("big"), [f"module:{recv.name}"])),
+        other_sender.send("test:probe", {"probe": p2}, route={"destinations": [f"module:{recv.name}"]}),
+    )
+    await sender.send("test:probe", {"probe": p1}, route={"destinations": [f"module:{recv.name}"]})
+    late = await pair.client(a, nonce("late"))  # an announce right behind them
+    await recv.wait_for("test:probe", lambda e: e["data"].get("probe") == p1, start=start, timeout=5)
+    await recv.wait_for("test:probe", lambda e: e["data"].get("probe") == p2, start=start, timeout=5)
+    await wait_listed(recv, late.name, a.id, start=start)

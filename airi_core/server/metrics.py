@@ -102,7 +102,9 @@ class HubCollector(Collector):
         states = dict.fromkeys(("handshake", "unauthenticated", "authenticated", "announced"), 0)
         unhealthy = backlog = 0
         for peer in list(hub.registry):
-            if peer.announced:
+            if peer.origin is not None:
+                continue  # another instance's connection (a cluster): that instance counts it
+            if peer.announced or peer.modules:
                 states["announced"] += 1
             elif peer.authenticated:
                 states["authenticated"] += 1

@@ -362,6 +362,28 @@ class TokenAuth:
                 self.receivers[peer] = grant
         return ACCEPT
 
+    # -- peers of other instances (a cluster) -----------------------------------------------------
+    def credential_of(self, peer: Peer) -> str | None:
+        """The name of the ``[[auth.clients]]`` credential ``peer`` authenticated with (None:
+        the shared token, or no authentication at all)."""
+        grant = self.grants.get(peer)
+        return grant.name if grant is not None else None
+
+    def grant_remote(self, hub: Hub, peer: Peer, name: str) -> None:
+        """``peer`` (a mirror of another instance's connection) authenticated there with the
+        credential ``name``: the same permissions hold for it here. Instances of one cluster
+        share ``[[auth.clients]]``; a name this instance does not know gets no permission at all."""
+        grant = next((g for _, g in self._keys if isinstance(g, Grant) and g.name == name), None)
+        if grant is None:
+            hub.log.warning("credential '%s' of %s is not configured here: it may do nothing", _cut(name), peer.describe)
+            grant = Grant(ClientCredential(name=name, token=SecretStr("-"), modules=[], send=[], receive=[], bypass=False))
+        self.grants[peer] = grant
+        if grant.restricts_receive:
+            self.receivers[peer] = grant
+        if self.permissions is None:  # this instance has no clients of its own: checks for the mirror
+            self.permissions = ClientPermissions(self)
+            hub.plugins.register(self.permissions, PERMISSIONS_PLUGIN)
+
     def _match(self, token: str) -> object:
         """The credential whose token this is (None: the shared token), or ``_NO_MATCH``; every
         configured token is compared, each in constant time."""

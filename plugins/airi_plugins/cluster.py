@@ -45,10 +45,12 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import orjson
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from airi_core import Accept, Announcement, Event, Hub, Peer, Reject, hookimpl
@@ -153,6 +155,9 @@ class ClusterLink:
         self._stopping = False
         self._consumers_plugin: Any = None
         self._applying_pick = False
+        self._collector: Any = None
+        self._auth_plugin: Any = None
+        self._parts: dict[str, list[bytes]] = {}  # origin -> parts of a big frame so far
 
     async def start(self, hub: Hub) -> None:
         self.hub = hub
@@ -164,6 +169,11 @@ class ClusterLink:
         hub.stats.setdefault("cluster_dropped", 0)
         hub.set_remote_delivery(self._deliver)
         hub.readiness.add_check("cluster", self._readiness)
+        if getattr(hub, "metrics", None) is not None:
+            self._collector = _LinkCollector(self)
+            hub.metrics.registry.register(self._collector)
+        auth = hub.plugins.pm.get_plugin("auth")
+        self._auth_plugin = auth if hasattr(auth, "grant_remote") else None
         consumers = hub.plugins.pm.get_plugin("consumers")
         if consumers is not None and hasattr(consumers, "pick_listeners"):
             # round-robin and sticky are one state for the whole cluster, as on one hub
@@ -293,6 +303,10 @@ class ClusterLink:
         if self.hub is None:
             return
         self._stopping = True
+        if self._collector is not None and getattr(hub, "metrics", None) is not None:
+            with contextlib.suppress(Exception):
+                hub.metrics.registry.unregister(self._collector)
+            self._collector = None
         consumers = self._consumers_plugin
         if consumers is not None and self._on_pick in consumers.pick_listeners:
             consumers.pick_listeners.remove(self._on_pick)
@@ -351,12 +365,15 @@ class ClusterLink:
                 subject, payload = queue.popleft()
                 try:
                     await nc.publish(subject, payload)
-                except Exception as exc:  # the link went down under us: what is queued is lost
+                except Exception as exc:
                     if self.hub is not None:
-                        self.hub.stats["cluster_dropped"] += 1 + len(queue)
+                        self.hub.stats["cluster_dropped"] += 1
                         self.hub.log.debug("cluster publish failed: %s", exc)
-                    queue.clear()
-                    break
+                    if not self.connected:  # the link went down under us: what is queued is lost
+                        if self.hub is not None:
+                            self.hub.stats["cluster_dropped"] += len(queue)
+                        queue.clear()
+                        break
 
     def _deliver(self, peers: list[Peer], text: str) -> None:
         """The hub's remote delivery: one message per instance, listing its receivers."""
@@ -369,13 +386,28 @@ class ClusterLink:
             if origin is not None:
                 by_instance.setdefault(origin, []).append(peer.state.get("cluster", peer.id))
         body = text.encode()
+        limit = self._max_payload()
         for origin, ids in by_instance.items():
             hub.stats["cluster_frames_out"] += 1
-            self._publish(f"{self._prefix}.to.{origin}", b"D" + _dumps(ids) + b"\n" + body)
+            subject = f"{self._prefix}.to.{origin}"
+            payload = b"D" + _dumps(ids) + b"\n" + body
+            if len(payload) <= limit:
+                self._publish(subject, payload)
+                continue
+            # bigger than the broker takes in one message: consecutive parts, joined there
+            # (one writer publishes them back to back on one subject, so they arrive in order)
+            step = max(limit - 256, 1024)
+            parts = [payload[i:i + step] for i in range(0, len(payload), step)]
+            for k, part in enumerate(parts):
+                head = _dumps({"from": self._me, "i": k, "n": len(parts)})
+                self._publish(subject, b"P" + head + b"\n" + part)
 
     # -- what changes about local connections --------------------------------------------------------
     def _snapshot(self, peer: Peer) -> dict[str, Any]:
+        auth = self._auth_plugin
+        credential = auth.credential_of(peer) if auth is not None else None
         return {
+            "credential": credential,
             "id": peer.id,
             "remote": peer.remote,
             "authenticated": peer.authenticated,
@@ -520,13 +552,39 @@ class ClusterLink:
         while True:
             _subject, data = await self._inbox.get()
             try:
-                if data[:1] == b"D":
+                kind = data[:1]
+                if kind == b"D":
                     self._delivered(data)
+                elif kind == b"P":
+                    self._part(data)
                 else:
                     await self._control(orjson.loads(data[1:]))
             except Exception:  # a bad message must not stop the link
                 if self.hub is not None:
                     self.hub.log.exception("cluster message failed")
+
+    def _max_payload(self) -> int:
+        nc = self.nc
+        size = getattr(nc, "max_payload", 0) if nc is not None else 0
+        return size if isinstance(size, int) and size > 0 else 1024 * 1024
+
+    def _part(self, data: bytes) -> None:
+        """One part of a frame too big for one broker message; the last part delivers it."""
+        head, _, chunk = data[1:].partition(b"\n")
+        info = orjson.loads(head)
+        origin, index, total = info.get("from"), info.get("i"), info.get("n")
+        if not isinstance(origin, str) or not isinstance(index, int) or not isinstance(total, int):
+            return
+        parts = self._parts.setdefault(origin, [])
+        if index == 0:
+            parts.clear()
+        if index != len(parts):  # a part went missing (the link failed meanwhile): drop the frame
+            self._parts.pop(origin, None)
+            return
+        parts.append(chunk)
+        if len(parts) == total:
+            del self._parts[origin]
+            self._delivered(b"".join(parts))
 
     def _delivered(self, data: bytes) -> None:
         hub = self.hub
@@ -595,6 +653,9 @@ class ClusterLink:
             mirror = hub.add_remote_peer(origin, rid, str(snap.get("remote") or ""))
             mirror.state["cluster"] = rid
             mirrors[rid] = mirror
+        credential = snap.get("credential")
+        if isinstance(credential, str) and self._auth_plugin is not None and self._auth_plugin.credential_of(mirror) != credential:
+            self._auth_plugin.grant_remote(hub, mirror, credential)  # its permissions hold here too
         if snap.get("authenticated") and not mirror.authenticated:
             hub.authenticate_remote(mirror)
         registry = hub.registry
@@ -683,6 +744,19 @@ class ClusterLink:
             for origin, seen in list(self._instances.items()):
                 if now - seen > timeout:
                     await self._drop_instance(origin, "instance lost")
+
+
+class _LinkCollector(Collector):
+    """``/metrics``: the broker link, the other instances, the mirrored connections."""
+
+    def __init__(self, link: ClusterLink) -> None:
+        self.link = link
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.link.state()
+        yield GaugeMetricFamily("airi_cluster_connected", "1 while the cluster broker link is up", value=1 if state["connected"] else 0)
+        yield GaugeMetricFamily("airi_cluster_instances", "other hub instances of the cluster heard from", value=len(state["instances"]))
+        yield GaugeMetricFamily("airi_cluster_remote_peers", "connections of other instances mirrored here", value=state["remote_peers"])
 
 
 def _redact(url: str | None) -> str:

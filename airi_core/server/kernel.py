@@ -52,7 +52,7 @@ from ..protocol.events import (
     Event,
     canonical,
     decode_frame,
-    dumps,
+    dumps_bytes,
     is_server_event_type,
     new_id,
     same_json,
@@ -175,8 +175,12 @@ class Hub:
 
     def encode(self, type: str, data: Any, parent_id: str | None = None, metadata: dict[str, Any] | None = None) -> str:
         """The wire text of a server-built event (superjson-wrapped unless ``wire_format = "json"``)."""
+        return self._encode(type, data, parent_id, metadata).decode()
+
+    def _encode(self, type: str, data: Any, parent_id: str | None = None, metadata: dict[str, Any] | None = None) -> bytes:
+        # UTF-8 bytes, as the transport writes them (orjson where it writes the same JSON)
         event = {"type": type, "data": data, "metadata": metadata if metadata is not None else self.metadata(parent_id)}
-        return dumps({"json": event}) if self._wrap else dumps(event)
+        return dumps_bytes({"json": event}) if self._wrap else dumps_bytes(event)
 
     def send(self, peer: Peer, type: str, data: Any, parent_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         """Send one server-originated event to ``peer`` (nothing happens if it is gone).
@@ -187,7 +191,7 @@ class Hub:
             if self._remote is not None and peer is not self._replaying:
                 self._remote([peer], self.encode(type, data, parent_id, metadata))
             return
-        self._transport.write((peer,), self.encode(type, data, parent_id, metadata))
+        self._transport.write((peer,), self._encode(type, data, parent_id, metadata))
 
     def send_error(self, peer: Peer, message: str, parent_id: str | None = None) -> None:
         """Send ``error {message}`` to ``peer``; use the exact strings of
@@ -209,12 +213,11 @@ class Hub:
         """Send one server-originated event to every authenticated peer (but ``exclude``), or
         only to the authenticated peers among ``to``, encoded once; returns the size of the
         encoded event."""
-        text = self.encode(type, data, parent_id)
+        text = self._encode(type, data, parent_id)
         if to is None:
-            peers = [p for p in self.registry.authenticated() if p is not exclude]
+            self._transport.broadcast(text, exclude)  # queued once, whatever the number of peers
         else:
-            peers = [p for p in to if p is not exclude and p.authenticated and not p.closed]
-        self._transport.write(peers, text)
+            self._transport.write([p for p in to if p is not exclude and p.authenticated and not p.closed], text)
         return len(text)
 
     def backlog(self, peer: Peer) -> int:
@@ -331,6 +334,7 @@ class Hub:
         if not self.registry.remove(peer):
             return False
         peer.closed = True
+        self._transport.left(peer)
         return True
 
     async def _disconnected_hooks(self, peer: Peer, reason: str) -> None:
@@ -345,7 +349,9 @@ class Hub:
     async def _accept(
         self, peer: Peer, parent_id: str | None, reply: tuple[str, dict[str, Any]] | None = None
     ) -> None:
-        self.registry.mark_authenticated(peer)
+        if not peer.authenticated:
+            self.registry.mark_authenticated(peer)
+            self._transport.joined(peer)  # from now on it gets what is broadcast
         rtype, rdata = reply if reply is not None else ("module:authenticated", {"authenticated": True})
         self.send(peer, rtype, rdata, parent_id)
         res = _maybe(self._hooks.peer_authenticated(self, peer, parent_id))
@@ -533,23 +539,31 @@ class Hub:
             if decision.error:
                 self.send_error(sender, decision.error, event.id)
             return
+        everyone = False  # every authenticated peer but the sender: queued once for all of them
         if ctx.bypass:
             recipients = [p for p in self.registry.authenticated() if p is not sender]
+            everyone = True
         elif decision is None or isinstance(decision, Broadcast):
             recipients = ctx.candidates()
+            # candidates never repeat a peer: as many as the authenticated peers but one is all
+            everyone = bool(recipients) and len(recipients) == self.registry.authenticated_count() - 1
         elif isinstance(decision, Targets):
             recipients = [p for p in decision.peers if p is not sender and p.authenticated and not p.closed and ctx.accepts(p)]
         else:
             raise PluginError(source, "airi_route", TypeError(f"unexpected route decision {decision!r}"))
         self.stats["events_routed"] += 1
-        if recipients:
-            self.stats["deliveries"] += len(recipients)
-            text = event.forward_text(self._wrap)
-            if self._remote is not None:  # clustered: peers of other instances go through it
-                remote = [p for p in recipients if p.origin is not None]
-                if remote:
-                    self._remote(remote, text)
-                    recipients = [p for p in recipients if p.origin is None]
+        if not recipients:
+            return
+        self.stats["deliveries"] += len(recipients)
+        text = event.forward_text(self._wrap)
+        if self._remote is not None:  # clustered: peers of other instances go through it
+            remote = [p for p in recipients if p.origin is not None]
+            if remote:
+                self._remote(remote, text)
+                recipients = [p for p in recipients if p.origin is None]
+        if everyone:
+            self._transport.broadcast(text, sender, sender)  # mirrors never join the transport's broadcast
+        else:
             self._transport.write(recipients, text, sender)
 
     # -- failures ------------------------------------------------------------------------------------

@@ -6,11 +6,20 @@ It accepts WebSocket connections on the configured path, hands every frame to th
 - one WebSocket frame is built per outgoing event, whatever the number of receivers (a server's
   frames are unmasked and no extension is negotiated, so the bytes are the same for everyone);
 - frames queue in a per-peer outbox, and every outbox is written with one ``transport.write`` at
-  the end of the loop iteration, so a burst costs each receiver one system call;
-- a peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*: the sender whose
-  event reached it waits while it drains (backpressure, so a burst never costs a reading peer a
-  message); a peer that drains nothing for ``limits.slow_consumer_grace_ms``, or whose backlog
-  passes ``limits.outbound_hard_bytes``, is a slow consumer and is dropped;
+  the end of the loop iteration, so a burst costs each receiver one system call; an event for
+  every authenticated peer (but at most one) is queued once, in the iteration's *run* of such
+  events, whatever the number of peers, and the run is joined once and written as the same bytes
+  to every peer that has nothing else queued (a peer that gets something of its own, or is
+  left out, takes its share of the run into its outbox first, so each peer's order holds);
+- a peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*. Its progress is
+  measured: the bytes its socket took (at least ``PROGRESS_BYTES`` count as progress) and the
+  gaps between such drains. While it makes progress (it drained within its own window: 3x its
+  recent longest gap, at least ``HOLD_MIN_S``, at most the grace) the sender whose event reached
+  it waits while it drains (backpressure, so a burst never costs a reading peer a message); a
+  peer that does not is *stalled* and holds nobody back: its frames are buffered, and once it
+  has drained nothing for ``limits.slow_consumer_grace_ms`` (counted from when its backlog
+  appeared), or its backlog passes ``limits.outbound_hard_bytes``, it is a slow consumer and is
+  dropped. A never-reading peer thus costs the others nothing but its buffer;
 - limits: frame size (close 1009), connections (HTTP 503), messages per second per peer;
 - the handshake: the path (404), the browser origin policy (``server.allowed_origins``, 403),
   no ``Server`` header;
@@ -34,6 +43,7 @@ import logging
 import os
 import struct
 import time
+
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +60,16 @@ from .peer import Peer
 if TYPE_CHECKING:
     from .kernel import Hub
 
+_ioctl: Any = None
+_OUTQ = 0
+try:  # bytes a socket holds that its peer has not acknowledged yet (Linux, BSDs, macOS)
+    import fcntl
+    import termios
+
+    _ioctl, _OUTQ = fcntl.ioctl, termios.TIOCOUTQ
+except ImportError:  # pragma: no cover - Windows: progress is measured at the write buffer
+    pass
+
 __all__ = ["Transport", "Connection", "OriginPolicy", "text_frame", "fd_limit"]
 
 _OPEN = State.OPEN
@@ -61,6 +81,19 @@ ACCEPT_BURST = 100
 FD_MARGIN = 32
 #: sockets beyond max_connections for handshakes (a 503 answer needs a socket too)
 HANDSHAKE_RESERVE = 32
+
+#: a peer taking at least this many bytes of its backlog is progress (a reader that takes a
+#: byte now and then does not hold anyone back). What it took is what its TCP stack
+#: acknowledged: written - still in the write buffer - still in the socket's send queue
+#: (``TIOCOUTQ``), so a reader is seen reading even while the kernel's buffer is large
+PROGRESS_BYTES = 4096
+#: the shortest window in which a peer that is behind must have made progress to hold its
+#: senders back (its window is 3x the longest recent gap between its drains, at most the grace)
+HOLD_MIN_S = 0.05
+#: how often a waiting sender looks at the progress of the peers that hold it back
+POLL_S = 0.01
+#: how often peers that are behind are looked at while no sender waits (drops stalled ones)
+WATCH_S = 0.05
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
@@ -168,10 +201,14 @@ class Connection:
 
     __slots__ = (
         "ws",
+        "fd",
         "outbox",
+        "run_pos",
         "sent_bytes",
         "drained_mark",
         "progress_at",
+        "gap",
+        "holds",
         "pressing",
         "tokens",
         "tokens_at",
@@ -180,12 +217,18 @@ class Connection:
 
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
+        sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+        self.fd = sock.fileno() if sock is not None and _ioctl is not None else -1  # for TIOCOUTQ
         self.outbox: list[bytes] = []  # frames queued for the next flush
-        # backpressure: bytes written so far, bytes known drained, when it last made progress
+        self.run_pos = 0  # the frames of the transport's run before this index are not for it (or in its outbox)
+        # progress: bytes written so far, bytes known drained when it last made progress, when
+        # that was (0: nothing pending), the longest recent gap between drains
         self.sent_bytes = 0
         self.drained_mark = 0
         self.progress_at = 0.0
-        self.pressing = False  # an event this peer sent reached a peer that is behind
+        self.gap = 0.0
+        self.holds = False  # behind and making progress: holds its senders back
+        self.pressing = False  # an event this peer sent reached a peer that holds senders back
         # inbound rate limit (token bucket)
         self.tokens = 0.0
         self.tokens_at = 0.0
@@ -207,7 +250,10 @@ class Transport:
         self._grace = limits.slow_consumer_grace_ms / 1000
         self._rate = limits.max_messages_per_second
         self._behind: dict[Peer, None] = {}
+        self._holders: dict[Peer, None] = {}  # behind and making progress: they hold senders back
+        self._watcher: asyncio.TimerHandle | None = None
         self._dirty: list[Peer] = []
+        self._run: list[bytes] = []  # frames for every authenticated peer (see broadcast)
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -243,14 +289,17 @@ class Transport:
         self.origins = OriginPolicy(settings.server.allowed_origins, settings.server.builtin_origins)
 
     # -- writing -----------------------------------------------------------------------------------
-    def write(self, peers: Iterable[Peer], text: str, sender: Peer | None = None) -> int:
-        """Queue ``text`` for each peer without awaiting any socket; returns how many were open.
+    def write(self, peers: Iterable[Peer], text: str | bytes, sender: Peer | None = None) -> int:
+        """Queue ``text`` (str, or its UTF-8 bytes) for each peer without awaiting any socket;
+        returns how many were open.
 
-        With ``sender``, a receiver that is behind holds the sender back (see :meth:`throttle`);
-        server-originated events (no sender) never hold anyone back."""
-        frame = text_frame(text.encode())
+        With ``sender``, a receiver that holds senders back (behind and making progress) holds
+        the sender back (see :meth:`throttle`); server-originated events (no sender) never hold
+        anyone back."""
+        frame = text_frame(text.encode() if isinstance(text, str) else text)
         sent = 0
         dirty = self._dirty
+        run = self._run
         for peer in peers:
             conn = peer._conn
             if conn is None or peer.closed or conn.ws.protocol.state is not _OPEN:
@@ -258,9 +307,12 @@ class Transport:
             outbox = conn.outbox
             if not outbox:
                 dirty.append(peer)
+            if run and peer.authenticated and conn.run_pos < len(run):
+                outbox.extend(run[conn.run_pos :])  # its share of the run goes first
+                conn.run_pos = len(run)
             outbox.append(frame)
             sent += 1
-            if conn.ws.paused and sender is not None and sender._conn is not None:  # behind as of the last flush
+            if conn.holds and sender is not None and sender._conn is not None:  # as of the last check
                 sender._conn.pressing = True
         if sent:
             self.hub.stats["messages_out"] += sent
@@ -269,85 +321,204 @@ class Transport:
                 (self._loop or asyncio.get_running_loop()).call_soon(self.flush)
         return sent
 
+    def broadcast(self, text: str | bytes, exclude: Peer | None = None, sender: Peer | None = None) -> int:
+        """Queue ``text`` for every authenticated peer but ``exclude``, at a cost that does not
+        depend on the number of peers: the frame joins this iteration's run, which :meth:`flush`
+        joins once and writes to every authenticated peer. Returns how many peers it is for.
+        ``sender`` as in :meth:`write`."""
+        frame = text_frame(text.encode() if isinstance(text, str) else text)
+        run = self._run
+        count = self.hub.registry.authenticated_count()
+        if exclude is not None and exclude.authenticated and not exclude.closed:
+            count -= 1
+            conn = exclude._conn
+            if conn is not None:
+                if conn.run_pos < len(run):
+                    if not conn.outbox:
+                        self._dirty.append(exclude)
+                    conn.outbox.extend(run[conn.run_pos :])
+                conn.run_pos = len(run) + 1  # the run from here on, this frame excepted
+        run.append(frame)
+        holders = self._holders
+        if holders and sender is not None and sender._conn is not None and (len(holders) > 1 or sender not in holders):
+            sender._conn.pressing = True
+        if count > 0:
+            self.hub.stats["messages_out"] += count
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self.flush)
+        return count
+
+    def joined(self, peer: Peer) -> None:
+        """``peer`` was just authenticated: the run so far (events broadcast before) is not for it."""
+        conn = peer._conn
+        if conn is not None:
+            conn.run_pos = len(self._run)
+
+    def left(self, peer: Peer) -> None:
+        """``peer`` was detached: what the run holds for it moves to its outbox (it still gets
+        what was queued for it before, ahead of its close frame)."""
+        conn = peer._conn
+        run = self._run
+        if conn is None or not run or not peer.authenticated:
+            return
+        if conn.run_pos < len(run):
+            if not conn.outbox:
+                self._dirty.append(peer)
+            conn.outbox.extend(run[conn.run_pos :])
+        conn.run_pos = len(run)
+
     def flush(self) -> None:
         """Write every peer's queued frames, one ``transport.write`` per peer."""
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
-        soft = self._soft
-        for peer in dirty:
-            conn: Connection = peer._conn  # type: ignore[assignment]  # only peers with one are queued
-            outbox = conn.outbox
-            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-            outbox.clear()
-            # a peer detached since its frames were queued still gets them, before its close
-            if conn.ws.protocol.state is not _OPEN:
-                continue
-            transport = conn.ws.transport
-            if transport.is_closing():
-                continue
-            try:
-                transport.write(data)
-            except Exception as exc:  # the transport died under us
-                self.log.debug("write to %s failed: %s", peer.describe, exc)
-                self.hub.disconnect(peer, "send failed", 1011)
-                continue
-            conn.sent_bytes += len(data)
-            backlog = transport.get_write_buffer_size()
-            if backlog > soft:
+        run = self._run
+        if run:
+            self._run = []
+            n = len(run)
+            whole = run[0] if n == 1 else b"".join(run)
+            for peer in list(self.hub.registry.authenticated()):
+                conn = peer._conn
+                if conn is None:
+                    continue
+                pos = conn.run_pos
+                conn.run_pos = 0
+                if pos >= n:
+                    continue
+                if conn.outbox:  # written below, after its own frames
+                    conn.outbox.extend(run[pos:])
+                else:
+                    self._send(peer, conn, whole if pos == 0 else b"".join(run[pos:]))
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for peer in dirty:
+                own: Connection = peer._conn  # type: ignore[assignment]  # only peers with one are queued
+                outbox = own.outbox
+                data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+                outbox.clear()
+                self._send(peer, own, data)
+
+    def _send(self, peer: Peer, conn: Connection, data: bytes) -> None:
+        # a peer detached since its frames were queued still gets them, before its close
+        if conn.ws.protocol.state is not _OPEN:
+            return
+        transport = conn.ws.transport
+        if transport.is_closing():
+            return
+        try:
+            transport.write(data)
+        except Exception as exc:  # the transport died under us
+            self.log.debug("write to %s failed: %s", peer.describe, exc)
+            self.hub.disconnect(peer, "send failed", 1011)
+            return
+        conn.sent_bytes += len(data)
+        backlog = transport.get_write_buffer_size()
+        if backlog:
+            self._progress(conn, backlog, time.monotonic())
+            if backlog > self._soft:
                 self._mark_behind(peer, conn, backlog)
+        elif conn.progress_at:
+            conn.progress_at = 0.0  # everything taken: nothing to measure
 
     def backlog(self, peer: Peer) -> int:
         """Bytes queued for ``peer`` and not yet taken by its socket: the outbox of this loop
-        iteration plus the transport's write buffer (0 for a peer without a socket)."""
+        iteration (its share of the run included) plus the transport's write buffer (0 for a
+        peer without a socket)."""
         conn = peer._conn
         if conn is None:
             return 0
         queued = sum(len(f) for f in conn.outbox) if conn.outbox else 0
+        run = self._run
+        if run and peer.authenticated and not peer.closed and conn.run_pos < len(run):
+            queued += sum(len(f) for f in run[conn.run_pos :])
         transport = conn.ws.transport
         return queued + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    # -- progress, backpressure, slow consumers ---------------------------------------------------
+    @staticmethod
+    def _progress(conn: Connection, backlog: int, now: float) -> None:
+        """Record what ``conn``'s peer took since the last look (its backlog is not empty)."""
+        drained = conn.sent_bytes - backlog
+        if conn.fd >= 0:
+            try:
+                drained -= struct.unpack("i", _ioctl(conn.fd, _OUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                conn.fd = -1
+        if not conn.progress_at:  # a backlog just appeared: measure from now
+            conn.progress_at = now
+            conn.drained_mark = drained
+        elif drained - conn.drained_mark >= PROGRESS_BYTES:
+            gap = now - conn.progress_at
+            conn.gap = gap if gap > conn.gap else conn.gap * 0.5
+            conn.drained_mark = drained
+            conn.progress_at = now
+
+    def _window(self, conn: Connection) -> float:
+        """How recently ``conn`` must have made progress to hold its senders back."""
+        return min(self._grace, max(HOLD_MIN_S, 3 * conn.gap))
+
+    def _set_holds(self, peer: Peer, conn: Connection | None, holds: bool) -> None:
+        if conn is not None:
+            conn.holds = holds
+        if holds:
+            self._holders[peer] = None
+        else:
+            self._holders.pop(peer, None)
 
     def _mark_behind(self, peer: Peer, conn: Connection, backlog: int) -> None:
         if backlog > self._hard:
             self._behind.pop(peer, None)
+            self._set_holds(peer, conn, False)
             self._slow_consumer(peer, backlog, time.monotonic() - conn.progress_at if conn.progress_at else 0.0)
             return
         if peer not in self._behind:
             self._behind[peer] = None
-            conn.progress_at = time.monotonic()
-            conn.drained_mark = conn.sent_bytes - backlog
+            self._set_holds(peer, conn, time.monotonic() - conn.progress_at <= self._window(conn))
+            if self._watcher is None:
+                self._watcher = (self._loop or asyncio.get_running_loop()).call_later(WATCH_S, self._watch)
+
+    def _watch(self) -> None:
+        self._watcher = None
+        self._check()
+        if self._behind:
+            self._watcher = (self._loop or asyncio.get_running_loop()).call_later(WATCH_S, self._watch)
+
+    def _check(self) -> list[Connection]:
+        """Look at every peer that is behind: forget those that drained, drop those that drained
+        nothing for the grace, and return those that hold senders back (progress in their window)."""
+        now = time.monotonic()
+        grace = self._grace
+        holding: list[Connection] = []
+        for peer in list(self._behind):
+            conn = peer._conn
+            if peer.closed or conn is None or not conn.ws.paused:
+                self._behind.pop(peer, None)
+                self._set_holds(peer, conn, False)
+                continue
+            backlog = conn.ws.transport.get_write_buffer_size()
+            self._progress(conn, backlog, now)
+            stalled = now - conn.progress_at
+            if stalled >= grace or backlog > self._hard:
+                self._behind.pop(peer, None)
+                self._set_holds(peer, conn, False)
+                self._slow_consumer(peer, backlog, stalled)
+                continue
+            holds = stalled <= self._window(conn)
+            self._set_holds(peer, conn, holds)
+            if holds:
+                holding.append(conn)
+        return holding
 
     async def throttle(self) -> None:
-        """Hold the calling sender while peers that are behind drain their backlog.
-
-        A peer that drains nothing for ``limits.slow_consumer_grace_ms`` is a slow consumer and
-        is dropped, after which the senders go on."""
-        grace = self._grace
-        while self._behind:
-            now = time.monotonic()
-            waiting: list[Connection] = []
-            deadline = grace
-            for peer in list(self._behind):
-                conn = peer._conn
-                if peer.closed or conn is None or not conn.ws.paused:
-                    self._behind.pop(peer, None)
-                    continue
-                backlog = conn.ws.transport.get_write_buffer_size()
-                drained = conn.sent_bytes - backlog
-                if drained > conn.drained_mark:
-                    conn.drained_mark = drained
-                    conn.progress_at = now
-                stalled = now - conn.progress_at
-                if stalled >= grace:
-                    self._behind.pop(peer, None)
-                    self._slow_consumer(peer, backlog, stalled)
-                    continue
-                waiting.append(conn)
-                deadline = min(deadline, grace - stalled)
-            if not waiting:
+        """Hold the calling sender while peers that are behind and making progress drain their
+        backlog. A peer that stops making progress stops holding anyone back (and is dropped as
+        a slow consumer once it drained nothing for ``limits.slow_consumer_grace_ms``)."""
+        while self._holders:
+            holding = self._check()
+            if not holding:
                 return
-            drains = [asyncio.ensure_future(c.ws.drain()) for c in waiting]
-            # wake up when they all drained, or to re-check progress, or at the earliest grace end
-            _, pending = await asyncio.wait(drains, timeout=min(max(deadline, 0.001), 0.1))
+            drains = [asyncio.ensure_future(c.ws.drain()) for c in holding]
+            # wake up when they all drained, or to look at their progress again
+            _, pending = await asyncio.wait(drains, timeout=POLL_S)
             for fut in pending:
                 fut.cancel()
 
@@ -366,7 +537,7 @@ class Transport:
         conn = peer._conn
         if conn is None:
             return
-        if self._dirty:
+        if self._dirty or self._run:
             self.flush()
         await conn.ws.close(code, reason[:120])
 
@@ -575,6 +746,9 @@ class Transport:
     async def close_all(self, peers: list[Peer], timeout: float) -> None:
         """Write what is queued, then close ``peers`` with ``1001 server shutdown`` and stop the
         server, waiting at most ``timeout`` seconds."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         self.flush()
         closes = [asyncio.ensure_future(p._conn.ws.close(1001, "server shutdown")) for p in peers if p._conn is not None]
         if closes:

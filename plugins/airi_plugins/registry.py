@@ -19,7 +19,8 @@ Bounded control traffic (``[plugins.registry]``):
   of announces does not even amplify towards its sender).
 - **Syncs never drop a reading peer**: the registry sync that follows announces and
   de-announces is coalesced: it goes out once the registry has been quiet for
-  ``sync_debounce_ms`` (at most ``sync_max_delay_ms`` after the first change), and the broadcast
+  ``sync_debounce_ms`` (at most ``sync_max_delay_ms`` after the first change, once the burst's
+  deltas outweigh the sync 10 to 1: a storm costs each peer one listing), and the broadcast
   syncs together never use more than ``sync_bytes_per_second`` of any peer's bandwidth (after a
   sync of S bytes the next one waits at least S / budget). A peer that is *behind* (more than
   ``limits.outbound_soft_bytes`` unsent) is skipped and gets the then-current sync once it has
@@ -127,6 +128,7 @@ class ModuleRegistryPlugin:
     def __init__(self) -> None:
         self._timer: asyncio.TimerHandle | None = None
         self._first_change = 0.0
+        self._changes = 0  # announces and de-announces since the timer was set
         self._next_allowed = 0.0  # bandwidth budget: no broadcast sync before this time
         self._settings = RegistrySettings()
         self._max_registry = 0
@@ -191,9 +193,18 @@ class ModuleRegistryPlugin:
             self._sync_to(hub, [now_for])
         if self._timer is None:
             self._first_change = now
+            self._changes = 0
         else:
             self._timer.cancel()
-        at = min(now + debounce, self._first_change + self._settings.sync_max_delay_ms / 1000)
+        self._changes += 1
+        at = now + debounce
+        # a burst holds the sync back for at most sync_max_delay_ms, and only once its deltas
+        # (each ~250 bytes of envelope plus an entry) outweigh the sync 10 to 1: a storm of N
+        # announces then costs each peer its N deltas plus one full listing, not a listing
+        # every sync_max_delay_ms
+        entries = max(1, len(self._announcers))
+        if self._changes * (self._total / entries + 250) >= 10 * self._total:
+            at = min(at, self._first_change + self._settings.sync_max_delay_ms / 1000)
         self._timer = loop.call_at(max(at, self._next_allowed), self._flush, hub)
 
     def _flush(self, hub: Hub) -> None:

@@ -20,10 +20,15 @@ Sessions (``plan.session``):
   every message), ``targeted`` (each message goes to one ``module:rI``, round-robin), ``policy``
   (each message goes to one receiver through an ``and``/``or``/``label`` destination). Modes:
   ``sat`` (send as fast as the server takes it, with at most ``window`` messages in flight) and
-  ``rate`` (paced at ``rate`` messages/s).
+  ``rate`` (paced at ``rate`` messages/s). ``source: true``: the messages carry the sender's
+  announced identity as ``metadata.source`` (the hub forwards them byte for byte; without it,
+  the hub re-encodes each message once to add it).
 * ``slow``: a fan-out at saturation to N receivers, first alone, then with one more receiver that
   never reads (tiny SO_RCVBUF, reading paused); the others' rate in both phases and the server's
   RSS over time.
+* ``stuck``: N receivers at a fixed rate, first all reading, then one stops reading; the others'
+  p99 latency and longest gap between two arrivals in both phases, when the stuck one was
+  dropped, the server's RSS growth.
 * ``storm``: N clients connect at once, authenticate (when a token is given) and announce; how
   long until every one is routable (it received a probe event addressed to ``module:sI``), the
   control bytes the clients received, and the server's RSS per idle connection.
@@ -199,8 +204,16 @@ class WSConn(asyncio.Protocol):
         self.buf = bytearray()
         self.bench = 0
         self.first_bench = 0
+        self.last_at = 0  # arrival of its last benchmark message while recording (ns)
+        self.max_gap = 0  # the longest time between two arrivals while recording (ns)
         self.ctl_bytes = 0
         self.ctl_frames = 0
+        # control frames by kind (storm: what the protocol requires vs the rest)
+        self.ann_bytes = 0
+        self.ann_frames = 0
+        self.sync_bytes = 0
+        self.sync_frames = 0
+        self.sync_max = 0
         self.http_bytes = 0
         self.tx_bytes = 0
         self.needle: bytes | None = None
@@ -283,6 +296,7 @@ class WSConn(asyncio.Protocol):
                     # skip its payload as it arrives instead of buffering it
                     self.ctl_bytes += end - pos
                     self.ctl_frames += 1
+                    self._kind(buf, pos, start, min(n, start + 64), end - pos)
                     self.skip = end - n
                     pos = n
                 break
@@ -297,6 +311,10 @@ class WSConn(asyncio.Protocol):
             del buf[:pos]
         if got:
             self.bench += got
+            if lat is not None:
+                if self.last_at and now - self.last_at > self.max_gap:
+                    self.max_gap = now - self.last_at
+                self.last_at = now
             if not self.first_bench:
                 self.first_bench = now
             if self.counted:
@@ -332,9 +350,22 @@ class WSConn(asyncio.Protocol):
             self.opened.set_result(None)
         return True
 
+    def _kind(self, buf: bytearray, pos: int, start: int, head_end: int, size: int) -> None:
+        """Count a control frame of ``size`` bytes as a registry sync, a ``module:announced`` or
+        other (its type is in its first bytes: the hub writes ``type`` first)."""
+        if buf.find(b'"type":"registry:modules:sync"', start, head_end) >= 0:
+            self.sync_bytes += size
+            self.sync_frames += 1
+            if size > self.sync_max:
+                self.sync_max = size
+        elif buf.find(b'"type":"module:announced"', start, head_end) >= 0:
+            self.ann_bytes += size
+            self.ann_frames += 1
+
     def _control(self, buf: bytearray, pos: int, start: int, end: int) -> None:
         self.ctl_bytes += end - pos
         self.ctl_frames += 1
+        self._kind(buf, pos, start, min(end, start + 64), end - pos)
         op = buf[pos] & 0x0F
         if op == 8:  # close
             self.close_code = int.from_bytes(buf[start : start + 2], "big") if end - start >= 2 else 1005
@@ -406,9 +437,17 @@ async def open_ws(st: Stats, url: str, name: str, *, counted: bool = True, rcvbu
 PING = {"type": "transport:connection:heartbeat", "data": {"kind": "ping", "message": "\U0001fa75"}}
 
 
+def identity_of(name: str, plugin_id: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"id": name, "kind": "plugin", "plugin": {"id": plugin_id, "labels": labels}}
+
+
+#: the sender's announced identity: with ``source: true`` a case's messages carry it as
+#: ``metadata.source``, so the hub forwards them byte for byte instead of adding it
+SENDER = ("bench-send", {"role": "send", "bench": "1"})
+
+
 def announce(name: str, plugin_id: str, labels: dict[str, str]) -> dict[str, Any]:
-    identity = {"id": name, "kind": "plugin", "plugin": {"id": plugin_id, "labels": labels}}
-    return {"type": "module:announce", "data": {"name": name, "identity": identity}}
+    return {"type": "module:announce", "data": {"name": name, "identity": identity_of(name, plugin_id, labels)}}
 
 
 async def join(conn: WSConn, token: str | None, plugin_id: str, labels: dict[str, str], timeout: float = 30) -> None:
@@ -470,8 +509,9 @@ class Messages:
     """Pre-built parts of the benchmark messages of one case: ``size`` is the target length of
     the relayed JSON text (the route, when there is one, counts; padding fills the rest)."""
 
-    def __init__(self, size: int, routes: list[bytes] | None) -> None:
-        self.tails = [b'"}' + (b',"route":' + r if r is not None else b"") + b"}}" for r in (routes or [None])]  # type: ignore[list-item]
+    def __init__(self, size: int, routes: list[bytes] | None, source: bytes | None = None) -> None:
+        md = b',"metadata":{"source":' + source + b"}" if source is not None else b""
+        self.tails = [b'"}' + md + (b',"route":' + r if r is not None else b"") + b"}}" for r in (routes or [None])]  # type: ignore[list-item]
         longest = max(len(t) for t in self.tails)
         self.pad = b"x" * max(0, size - (PLEN + TW + len(MID) + longest))
         self.sizes = [PLEN + TW + len(MID) + len(self.pad) + len(t) for t in self.tails]
@@ -575,14 +615,15 @@ def run_case(
     duration = float(case.get("duration", 5))
     warmup = float(case.get("warmup", 0.5))
     counted = [r for r in receivers if r.counted and not r.lost]
+    source = dumps(identity_of(sender.name, *SENDER)) if case.get("source") else None
     if kind == "fanout":
-        msgs = Messages(size, None)
+        msgs = Messages(size, None, source)
         fanout = len(counted)
     elif kind == "targeted":
-        msgs = Messages(size, [b'{"destinations":["module:%s"]}' % r.name.encode() for r in counted])
+        msgs = Messages(size, [b'{"destinations":["module:%s"]}' % r.name.encode() for r in counted], source)
         fanout = 1
     elif kind == "policy":
-        msgs = Messages(size, [policy_route(r.name) for r in counted])
+        msgs = Messages(size, [policy_route(r.name) for r in counted], source)
         fanout = 1
     else:
         raise SystemExit(f"loadgen: unknown case kind {kind!r}")
@@ -613,6 +654,8 @@ def run_case(
         st.lat = array("q")
         st.recording = True
         sent_at_start = sent
+        for r in counted:
+            r.last_at = r.max_gap = 0
         rec["t"] = time.monotonic()
         rec["cpu"] = self_cpu_s()
         rec["srv"] = proc_cpu_s(pid)
@@ -700,6 +743,8 @@ def run_case(
         "p50_ms": pct(lat, 0.50),
         "p99_ms": pct(lat, 0.99),
         "max_ms": round(lat[-1] / 1e6, 3) if lat else None,
+        "max_gap_ms": round(max(r.max_gap for r in counted) / 1e6, 3) if counted else None,
+        "source": bool(source),
         "latency_samples": len(lat),
         "complete": complete,
         "missing": max(0, sent * fanout - st.delivered),
@@ -728,7 +773,7 @@ async def setup_throughput(plan: dict[str, Any], url: str, st: Stats) -> tuple[W
     log(f"setup: {n} receivers")
     receivers = list(await asyncio.gather(*(recv(i) for i in range(n))))
     sender = await open_ws(st, url, "sender", counted=False)
-    await join(sender, token, "bench-send", {"role": "send", "bench": "1"})
+    await join(sender, token, *SENDER)
     log("setup: all announced")
     await wait_quiet(receivers + [sender], quiet=quiet)
     if not await probe_all(sender, receivers):
@@ -844,6 +889,74 @@ async def slow_session(plan: dict[str, Any], url: str, pid: int | None, conns: l
     )
 
 
+async def stuck_session(plan: dict[str, Any], url: str, pid: int | None, conns: list[WSConn]) -> None:
+    """N receivers at a fixed rate (issue 13: 10 x 1000 msg/s x 4 KiB): first all read, then one
+    of them (connected with a tiny SO_RCVBUF) stops reading. The others' p99 latency and longest
+    gap between two arrivals in both phases; when the stuck one was de-announced (``slow
+    consumer``) after it stopped reading; the server's RSS growth meanwhile."""
+    st = Stats()
+    n = int(plan.get("receivers", 10))
+    sender, receivers = await setup_throughput({**plan, "receivers": n - 1}, url, st)
+    stuck = await open_ws(st, url, f"r{n - 1}", rcvbuf=int(plan.get("stuck_rcvbuf", 4096)))
+    await join(stuck, plan.get("token"), "bench-recv", {"role": "recv", "bench": "1"})
+    await wait_quiet(receivers + [sender, stuck], quiet=float(plan.get("quiet", 0.3)))
+    conns += receivers + [sender, stuck]
+    t0 = time.monotonic()
+    case = {"kind": "fanout", "mode": "rate", "size": int(plan.get("size", 4096)), "rate": float(plan.get("rate", 1000)),
+            "warmup": float(plan.get("warmup", 0.3)), "source": bool(plan.get("source"))}
+    log("stuck: every receiver reads")
+    without = run_case({**case, "name": "without-stuck", "duration": float(plan.get("baseline_duration", 3))},
+                       st, sender, receivers + [stuck], pid, t0)
+    await wait_quiet(receivers + [sender, stuck], quiet=0.2, limit=3)
+    # it stops reading: nothing is taken from its socket any more
+    stuck.counted = False
+    stuck.transport.pause_reading()  # type: ignore[union-attr]
+    receivers[0].watch(b'"slow consumer"')  # the hub de-announces it with this reason
+    t_stuck = time.monotonic()
+    log("stuck: one receiver stopped reading")
+    with_stuck = run_case({**case, "name": "with-stuck", "warmup": 0, "duration": float(plan.get("duration", 5))},
+                          st, sender, receivers, pid, t0)
+    found_at = receivers[0].found_at
+    receivers[0].needle = None
+    rss_a = [v for _, v in without.pop("rss_series") if v]
+    rss_b = [v for _, v in with_stuck.pop("rss_series") if v]
+    without.pop("delivered_series")
+    with_stuck.pop("delivered_series")
+    start = rss_a[-1] if rss_a else (rss_b[0] if rss_b else 0)
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    emit({
+        "case": "stuck-peer",
+        "kind": "stuck",
+        "receivers": n,
+        "size": without["size"],
+        "rate": case["rate"],
+        "p50_without_ms": without["p50_ms"],
+        "p99_without_ms": without["p99_ms"],
+        "max_gap_without_ms": without["max_gap_ms"],
+        "p50_with_ms": with_stuck["p50_ms"],
+        "p99_with_ms": with_stuck["p99_ms"],
+        "max_gap_with_ms": with_stuck["max_gap_ms"],
+        "max_latency_with_ms": with_stuck["max_ms"],
+        "p99_ratio": ratio(with_stuck["p99_ms"], without["p99_ms"]),
+        "gap_ratio": ratio(with_stuck["max_gap_ms"], without["max_gap_ms"]),
+        "complete": with_stuck["complete"] and without["complete"],
+        "delivered_per_s_without": without["delivered_per_s"],
+        "delivered_per_s_with": with_stuck["delivered_per_s"],
+        "stuck_dropped": bool(found_at),
+        "stuck_dropped_after_s": round(found_at - t_stuck, 3) if found_at else None,
+        "server_rss_start_kib": start,
+        "server_rss_max_kib": max(rss_b) if rss_b else None,
+        "rss_growth_mib": round((max(rss_b) - start) / 1024, 1) if rss_b and start else None,
+        "server_cpu_pct": with_stuck["server_cpu_pct"],
+        "loadgen_cpu_pct": with_stuck["loadgen_cpu_pct"],
+        "other_cpu_pct": with_stuck["other_cpu_pct"],
+        "phases": [without, with_stuck],
+    })
+
+
 async def storm_session(plan: dict[str, Any], url: str, pid: int | None, conns: list[WSConn]) -> None:
     n = int(plan.get("clients", 1000))
     token = plan.get("token")
@@ -930,6 +1043,12 @@ async def storm_session(plan: dict[str, Any], url: str, pid: int | None, conns: 
     rss_after = proc_rss_kib(pid)
     ctl = sum(c.ctl_bytes for c in live)
     frames = sum(c.ctl_frames for c in live)
+    # the protocol's minimum per client: one module:announced for every other module (the
+    # probe's included) and one full registry listing (the largest sync any client got)
+    ann_frames = sum(c.ann_frames for c in live)
+    ann_size = sum(c.ann_bytes for c in live) / ann_frames if ann_frames else 0.0
+    listing = max((c.sync_max for c in live + [probe]), default=0)
+    minimum = n * ann_size + listing  # n - 1 other storm clients + the probe
     emit(
         {
             "case": f"storm-{n}",
@@ -949,6 +1068,13 @@ async def storm_session(plan: dict[str, Any], url: str, pid: int | None, conns: 
             "ctl_bytes": ctl,
             "ctl_bytes_per_client": round(ctl / max(1, len(live))),
             "ctl_frames_per_client": round(frames / max(1, len(live)), 1),
+            "announced_bytes_per_client": round(sum(c.ann_bytes for c in live) / max(1, len(live))),
+            "sync_bytes_per_client": round(sum(c.sync_bytes for c in live) / max(1, len(live))),
+            "syncs_per_client": round(sum(c.sync_frames for c in live) / max(1, len(live)), 2),
+            "announced_frame_bytes": round(ann_size, 1),
+            "listing_bytes": listing,
+            "ctl_min_per_client": round(minimum),
+            "ctl_vs_min": round(ctl / max(1, len(live)) / minimum, 3) if minimum else None,
             "ctl_bytes_at_routable": ctl_at_routable,
             "probe_ctl_bytes": probe.ctl_bytes,
             "http_bytes_per_client": round(sum(c.http_bytes for c in live) / max(1, len(live))),
@@ -967,7 +1093,7 @@ async def storm_session(plan: dict[str, Any], url: str, pid: int | None, conns: 
 async def run(plan: dict[str, Any], url: str, pid: int | None) -> None:
     conns: list[WSConn] = []
     session = plan.get("session", "throughput")
-    fn = {"throughput": throughput_session, "slow": slow_session, "storm": storm_session}.get(session)
+    fn = {"throughput": throughput_session, "slow": slow_session, "stuck": stuck_session, "storm": storm_session}.get(session)
     if fn is None:
         raise SystemExit(f"loadgen: unknown session {session!r}")
     try:

@@ -1,7 +1,7 @@
 """The AIRI hub benchmark: one command.
 
     python bench/run.py [--quick | --smoke] [--out bench/results/latest.json]
-                        [--scenarios fanout,targeted,policy,storm,slow] [--reps N] [--baseline DIR]
+                        [--scenarios fanout,targeted,policy,storm,slow,stuck] [--reps N] [--baseline DIR]
 
 For every session (a server configuration plus the cases run on one set of connections) and every
 repetition it starts the server fresh as a subprocess on 127.0.0.1 and a free port, the hub
@@ -44,7 +44,7 @@ IMPLS_BASELINE = ("hub", "base", "floor")
 #: every implementation in the order the tables show them
 ALL_IMPLS = ("hub", "base", "floor")
 TOKEN = "bench-token"
-SCENARIOS = ("fanout", "targeted", "policy", "storm", "slow")
+SCENARIOS = ("fanout", "targeted", "policy", "storm", "slow", "stuck")
 #: environment variables the hub reads that would override the generated config
 HUB_ENV = ("SERVER_INSTANCE_ID", "AUTHENTICATION_TOKEN", "LOG_LEVEL", "LOG_FORMAT", "PORT", "HOST")
 
@@ -90,16 +90,18 @@ def profile(name: str) -> dict[str, Any]:
         return dict(
             reps=2, receivers_many=6, receivers_few=3, duration=0.3, warmup=0.05, sizes=(64,), rate_groups=False, inline_rate=2000.0,
             storm_ns=(20,), storm_timeout=20, slow_receivers=3, slow_duration=0.5, slow_baseline=0.3, slow_size=1024, session_timeout=60, quiet=0.08, settle_quiet=0.15,
+            stuck_receivers=3, stuck_rate=200.0, stuck_duration=0.5, stuck_baseline=0.3, source_cases=True,
         )
     if name == "quick":
         return dict(
             reps=3, receivers_many=100, receivers_few=10, duration=1.0, warmup=0.3, sizes=(64,), rate_groups=False, inline_rate=None,
             storm_ns=(100, 1000), storm_timeout=6, slow_receivers=9, slow_duration=3.5, slow_baseline=1.0, slow_size=1024, session_timeout=120, quiet=0.15,
-            settle_quiet=0.3,
+            settle_quiet=0.3, stuck_receivers=10, stuck_rate=1000.0, stuck_duration=3.0, stuck_baseline=2.0, source_cases=True,
         )
     return dict(
         reps=3, receivers_many=100, receivers_few=10, duration=4.0, warmup=0.5, sizes=(64, 4096), rate_groups=True, inline_rate=None,
         storm_ns=(250, 500, 1000), storm_timeout=60, slow_receivers=9, slow_duration=10.0, slow_baseline=4.0, slow_size=1024, session_timeout=300, quiet=0.3, settle_quiet=0.5,
+        stuck_receivers=10, stuck_rate=1000.0, stuck_duration=5.0, stuck_baseline=3.0, source_cases=True,
     )
 
 
@@ -125,6 +127,13 @@ def sessions(prof: dict[str, Any], scenarios: set[str], impls: tuple[str, ...] =
         cases_many.append(case(f"fanout-1to{many}-64B-rate", "fanout", kind="fanout", mode="rate", size=64, rate=prof["inline_rate"]))
     if "targeted" in scenarios:
         cases_many.append(case(f"targeted-{many}-sat", "targeted", kind="targeted", mode="sat", size=64))
+    if prof.get("source_cases"):
+        # the same with metadata.source = the sender's announced identity: forwarded byte for
+        # byte (the cases above carry no source: the hub re-encodes each event once to add it)
+        if "fanout" in scenarios:
+            cases_many.append(case(f"fanout-1to{many}-64B-sat-src", "fanout", kind="fanout", mode="sat", size=64, source=True))
+        if "targeted" in scenarios:
+            cases_many.append(case(f"targeted-{many}-sat-src", "targeted", kind="targeted", mode="sat", size=64, source=True))
     if cases_many:
         out.append({"name": f"relay-{many}", "toml": BASE_TOML, "plan": {"session": "throughput", "receivers": many, "cases": cases_many}})
     if "fanout" in scenarios and prof["rate_groups"]:
@@ -163,6 +172,14 @@ def sessions(prof: dict[str, Any], scenarios: set[str], impls: tuple[str, ...] =
             "plan": {"session": "slow", "receivers": prof["slow_receivers"], "size": prof["slow_size"],
                      "duration": prof["slow_duration"], "baseline_duration": prof["slow_baseline"], "warmup": min(w, 0.2)},
             "cases": ["slow-consumer"],
+        })
+    if "stuck" in scenarios:
+        out.append({
+            "name": "stuck-peer",
+            "toml": BASE_TOML,
+            "plan": {"session": "stuck", "receivers": prof["stuck_receivers"], "size": 4096, "rate": prof["stuck_rate"],
+                     "duration": prof["stuck_duration"], "baseline_duration": prof["stuck_baseline"], "warmup": min(w, 0.3)},
+            "cases": ["stuck-peer"],
         })
     for s in out:
         s.setdefault("impls", impls)
@@ -356,7 +373,11 @@ SUMMARY_KEYS = {
                    "loadgen_cpu_pct", "server_cpu_pct", "other_cpu_pct", "send_rate"),
     "storm": ("t_connected_s", "t_authenticated_s", "t_announced_s", "t_routable_s", "ctl_bytes", "ctl_bytes_per_client",
               "ctl_frames_per_client", "tx_bytes_per_client", "rss_per_conn_kib", "server_rss_kib", "server_cpu_s_to_routable",
-              "loadgen_cpu_s", "other_cpu_pct"),
+              "loadgen_cpu_s", "other_cpu_pct", "announced_bytes_per_client", "sync_bytes_per_client", "syncs_per_client",
+              "listing_bytes", "ctl_min_per_client", "ctl_vs_min"),
+    "stuck": ("p50_without_ms", "p99_without_ms", "max_gap_without_ms", "p50_with_ms", "p99_with_ms", "max_gap_with_ms",
+              "max_latency_with_ms", "p99_ratio", "gap_ratio", "stuck_dropped_after_s", "server_rss_start_kib", "server_rss_max_kib",
+              "rss_growth_mib", "server_cpu_pct", "loadgen_cpu_pct", "other_cpu_pct"),
     "slow": ("rate_without", "rate_with", "ratio", "phase_s", "stall_s", "rate_after", "ratio_after", "server_rss_start_kib",
              "server_rss_max_kib", "server_rss_kib", "slow_dropped_after_s", "loadgen_cpu_pct", "server_cpu_pct", "other_cpu_pct", "p99_ms"),
 }
@@ -369,7 +390,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for case, impls in by_case.items():
         first = next(iter(impls.values()))[0]
-        family = "storm" if first.get("kind") == "storm" else "slow" if first.get("kind") == "slow" else "throughput"
+        family = first.get("kind") if first.get("kind") in ("storm", "slow", "stuck") else "throughput"
         entry: dict[str, Any] = {"family": family, "scenario": first.get("scenario"), "impls": {}}
         for impl, rs in impls.items():
             m = {k: med([r.get(k) for r in rs]) for k in SUMMARY_KEYS[family]}
@@ -389,6 +410,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                         m[key + "_over"] = max(r.get("timeout_s") or 0 for r in rs)
             if family == "slow":
                 m["slow_dropped"] = [r.get("slow_dropped") for r in rs]
+            if family == "stuck":
+                m["stuck_dropped"] = [r.get("stuck_dropped") for r in rs]
+                m["complete"] = all(r.get("complete") for r in rs)
             entry["impls"][impl] = m
         hub, base, floor = entry["impls"].get("hub"), entry["impls"].get("base"), entry["impls"].get("floor")
         if hub and floor:
@@ -414,6 +438,8 @@ def vs_floor(family: str, m: dict[str, Any], floor: dict[str, Any]) -> dict[str,
             "t_routable": ratio(m["t_routable_s"], floor["t_routable_s"]),
             "rss_per_conn": ratio(m["rss_per_conn_kib"], floor["rss_per_conn_kib"]),
         }
+    if family == "stuck":
+        return {"p99_ratio": ratio(m["p99_ratio"], floor["p99_ratio"]), "max_gap_with": ratio(m["max_gap_with_ms"], floor["max_gap_with_ms"])}
     return {"ratio": ratio(m["ratio"], floor["ratio"])}
 
 
@@ -423,6 +449,8 @@ VS_BASE_KEYS = {
                    "rss": ("server_rss_kib", False)},
     "storm": {"t_routable": ("t_routable_s", False), "ctl_bytes_per_client": ("ctl_bytes_per_client", False),
               "rss_per_conn": ("rss_per_conn_kib", False), "server_cpu_s": ("server_cpu_s_to_routable", False)},
+    "stuck": {"p99_with": ("p99_with_ms", False), "max_gap_with": ("max_gap_with_ms", False), "p99_ratio": ("p99_ratio", False),
+              "dropped_after": ("stuck_dropped_after_s", False), "rss_growth": ("rss_growth_mib", False)},
     "slow": {"ratio": ("ratio", True), "ratio_after": ("ratio_after", True), "rss_max": ("server_rss_max_kib", False)},
 }
 
@@ -495,10 +523,28 @@ def targets(summary: dict[str, Any], many: int) -> list[dict[str, Any]]:
             add(f"storm control bytes per client per module, N={n0}->{n} (1.0 = linear in N per peer)",
                 growth if complete or growth is None else f">= {growth}", "<= 1.5 (flat)",
                 complete and growth is not None and growth <= 1.5)
+    if storms:  # issue 13
+        n, e = storms[-1]
+        hub = e["impls"]["hub"]
+        t = hub["t_routable_s"]
+        add(f"storm {n}: all routable (s), issue 13", t if t is not None else f"> {hub.get('t_routable_s_over', '?')}", "<= 0.5",
+            bool(hub["all_routable"]) and t is not None and t <= 0.5)
+        vm = hub.get("ctl_vs_min")
+        add(f"storm {n}: control bytes per client / protocol minimum", vm, "<= 1.1", vm is not None and vm <= 1.1)
     slow = summary.get("slow-consumer", {}).get("impls", {}).get("hub")
     if slow:
         add(f"slow consumer: others' rate with / without (over {fmt(slow['phase_s'], 1)} s)", slow["ratio"], ">= 0.9",
             slow["ratio"] is not None and slow["ratio"] >= 0.9)
+    stuck = summary.get("stuck-peer", {}).get("impls", {}).get("hub")
+    if stuck:
+        g = stuck["max_gap_with_ms"]
+        add("stuck peer: healthy readers' max gap (ms)", g, "<= 50", g is not None and g <= 50)
+        r = stuck["p99_ratio"]
+        add("stuck peer: healthy readers' p99 with / without", r, "<= 2", r is not None and r <= 2)
+        d = stuck["stuck_dropped_after_s"]
+        add("stuck peer: closed 1008 slow consumer after (s)", d, "<= 2", d is not None and d <= 2 and all(stuck["stuck_dropped"]))
+        m = stuck["rss_growth_mib"]
+        add("stuck peer: hub RSS growth (MiB)", m, "< 50", m is not None and m < 50)
     return out
 
 
@@ -548,8 +594,8 @@ def print_tables(result: dict[str, Any]) -> None:
     if t.row_count:
         console.print(t)
     t = Table(title="Connection storm (token on; medians)", title_justify="left")
-    for col in ("N", "impl", "connected s", "announced s", "routable s", "ctl bytes/client", "ctl frames/client", "RSS/conn KiB", "srv CPU s",
-                "lg CPU s", "other CPU%"):
+    for col in ("N", "impl", "connected s", "announced s", "routable s", "ctl bytes/client", "x minimum", "syncs/client", "ctl frames/client",
+                "RSS/conn KiB", "srv CPU s", "lg CPU s", "other CPU%"):
         t.add_column(col, justify="right")
     for case, e in summary.items():
         if e["family"] != "storm":
@@ -561,7 +607,8 @@ def print_tables(result: dict[str, Any]) -> None:
                     return f"> {m[key + '_over']:g}" if m.get(key + "_over") else fmt(m[key], 2)
 
                 t.add_row(case.split("-")[1], impl, tm("t_connected_s"), tm("t_announced_s"), tm("t_routable_s"),
-                          fmt(m["ctl_bytes_per_client"]), fmt(m["ctl_frames_per_client"]), fmt(m["rss_per_conn_kib"], 1),
+                          fmt(m["ctl_bytes_per_client"]), fmt(m.get("ctl_vs_min"), 2), fmt(m.get("syncs_per_client"), 1),
+                          fmt(m["ctl_frames_per_client"]), fmt(m["rss_per_conn_kib"], 1),
                           fmt(m["server_cpu_s_to_routable"], 2), fmt(m["loadgen_cpu_s"], 2), fmt(m["other_cpu_pct"], 0))
     if t.row_count:
         console.print(t)
@@ -578,6 +625,21 @@ def print_tables(result: dict[str, Any]) -> None:
                           fmt(m["ratio_after"], 3), fmt(m["slow_dropped_after_s"], 2),
                           fmt((m["server_rss_start_kib"] or 0) / 1024, 1), fmt((m["server_rss_max_kib"] or 0) / 1024, 1),
                           fmt((m["server_rss_kib"] or 0) / 1024, 1))
+        console.print(t)
+    e = summary.get("stuck-peer")
+    if e:
+        t = Table(title="Stuck peer (fixed rate to N receivers; then one stops reading; the healthy readers' latency; medians)",
+                  title_justify="left")
+        for col in ("impl", "p99 without ms", "p99 with ms", "p99 with/without", "max gap without ms", "max gap with ms",
+                    "max latency with ms", "dropped after s", "RSS growth MiB", "srv CPU%", "other CPU%"):
+            t.add_column(col, justify="right")
+        for impl in ALL_IMPLS:
+            m = e["impls"].get(impl)
+            if m:
+                t.add_row(impl, fmt(m["p99_without_ms"], 2), fmt(m["p99_with_ms"], 2), fmt(m["p99_ratio"], 2),
+                          fmt(m["max_gap_without_ms"], 1), fmt(m["max_gap_with_ms"], 1), fmt(m["max_latency_with_ms"], 1),
+                          fmt(m["stuck_dropped_after_s"], 2), fmt(m["rss_growth_mib"], 1), fmt(m["server_cpu_pct"], 0),
+                          fmt(m["other_cpu_pct"], 0))
         console.print(t)
     if result["targets"]:
         t = Table(title="Targets (this run)", title_justify="left")
@@ -615,6 +677,7 @@ def print_vs_base(console: Any, result: dict[str, Any]) -> None:
         ("RSS", "throughput", "rss"), ("routable s", "storm", "t_routable"), ("ctl B/client", "storm", "ctl_bytes_per_client"),
         ("RSS/conn", "storm", "rss_per_conn"), ("srv CPU s", "storm", "server_cpu_s"), ("with/without", "slow", "ratio"),
         ("after/without", "slow", "ratio_after"), ("RSS max", "slow", "rss_max"),
+        ("stuck: p99", "stuck", "p99_with"), ("stuck: max gap", "stuck", "max_gap_with"), ("stuck: dropped after", "stuck", "dropped_after"),
     ]
     t.add_column("case", no_wrap=True)
     for header, _, _ in cols:
@@ -801,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
                         line.setdefault("scenario", scen.get(line["case"]) or line.get("kind"))
                         runs.append(line)
                     brief = ", ".join(
-                        f"{ln['case']}: {fmt(ln.get('delivered_per_s') or ln.get('t_routable_s') or ln.get('ratio'))}" for ln in lines
+                        f"{ln['case']}: {fmt(ln.get('delivered_per_s') or ln.get('t_routable_s') or ln.get('ratio') or ln.get('p99_ratio'))}" for ln in lines
                     )
                     print(f"[bench] {tag} ({time.monotonic() - t0:.1f} s) {brief}", file=console_err, flush=True)
     except KeyboardInterrupt:

@@ -34,7 +34,8 @@ def test_bench_smoke_runs_every_scenario(tmp_path: Path) -> None:
     assert data["failures"] == []
     assert data["meta"]["profile"] == "smoke"
     runs = data["runs"]
-    assert {r["scenario"] for r in runs} >= {"fanout", "targeted", "policy", "storm", "slow"}
+    assert {r["scenario"] for r in runs} >= {"fanout", "targeted", "policy", "storm", "slow", "stuck"}
+    assert any(r.get("source") for r in runs), "no case with metadata.source"
 
     # implementations interleave: hub, floor, hub, floor, ... with two repetitions each
     for session in {r["session"] for r in runs}:
@@ -56,6 +57,9 @@ def test_bench_smoke_runs_every_scenario(tmp_path: Path) -> None:
             assert r["routable"] == r["clients"] > 0, r
             assert r["t_routable_s"] > 0 and r["ctl_bytes"] > 0, r
             assert r["rss_per_conn_kib"] is not None and r["server_rss_kib"] > 0, r
+        elif kind == "stuck":
+            assert r["p99_without_ms"] > 0 and r["p99_with_ms"] > 0 and r["max_gap_with_ms"] is not None, r
+            assert r["complete"] and r["rss_growth_mib"] is not None, r
         elif kind == "slow":
             assert r["rate_without"] > 0 and r["rate_with"] > 0 and r["ratio"] is not None, r
             assert r["rss_series"] and all(v > 0 for _, v in r["rss_series"]), r

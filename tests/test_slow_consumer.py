@@ -9,6 +9,9 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -87,3 +90,85 @@ async def test_slow_consumer_is_dropped_and_others_get_everything(tmp_path: Path
         for r in receivers + [sender]:
             await r.close()
         assert any("slow consumer" in line for line in hub.stderr_lines)
+
+
+PROGRESS_CONFIG = """
+[server]
+event_loop = "{loop}"
+[limits]
+outbound_soft_bytes = 262144
+outbound_hard_bytes = 2097152
+slow_consumer_grace_ms = 500
+close_timeout_ms = 60000
+"""
+BURST = 1500  # x 4 KB: 6 MB, three times outbound_hard_bytes
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_never_reading_peer_is_dropped_while_a_slow_reader_that_progresses_gets_everything(tmp_path: Path, loop: str) -> None:
+    """Progress decides, not one timer: with a peer that never reads and a peer that reads, but
+    far slower than the sender's burst (which is three times ``outbound_hard_bytes``), the
+    never-reading one is closed ``1008 slow consumer`` and de-announced with that reason, while
+    the slow reader, like the healthy readers, gets every event in order: the burst waits for
+    it (backpressure), not for the stuck one. Under both event loops (uvloop's transports
+    report their write buffers and sockets like asyncio's; the hub really runs on uvloop)."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")  # in the test extra: CI runs this
+    with HubProcess.serve_text(PROGRESS_CONFIG.format(loop=loop), tmp_path) as hub:
+        if loop == "uvloop":
+            assert "uvloop" in Path(f"/proc/{hub.pid}/maps").read_text(), "the hub is not running uvloop"
+        readers = [await connect_client(hub.url, f"r{i}", announce=True) for i in range(3)]
+
+        def small_socket() -> socket.socket:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", hub.port))
+            return sock
+
+        async def join(name: str) -> Any:
+            ws = await connect(hub.url, sock=small_socket(), max_queue=1, max_size=None)
+            identity = {"id": f"{name}-1", "kind": "plugin", "plugin": {"id": name}}
+            await ws.send(json.dumps({"type": "module:announce", "data": {"name": name, "identity": identity}}))
+            await readers[0].wait_for("registry:modules:sync", lambda e: any(m["name"] == name for m in e["data"]["modules"]))
+            return ws
+
+        stuck = await join("stuck")  # never calls recv()
+        slow = await join("slow")
+        got: list[int] = []
+
+        async def read_slowly() -> None:
+            # a frame at a time with a pause after each: a few MB/s, far below the burst
+            while len(got) < BURST:
+                event = json.loads(await slow.recv())
+                event = event.get("json", event)
+                if event.get("type") == "stream:chunk":
+                    got.append(event["data"]["seq"])
+                await asyncio.sleep(0.001)
+
+        reading = asyncio.ensure_future(read_slowly())
+        sender = await connect_client(hub.url, "sender", announce=True)
+        for seq in range(BURST):
+            await sender.ws.send(json.dumps({"type": "stream:chunk", "data": {"seq": seq, "p": PAYLOAD}}))
+
+        async with asyncio.timeout(60):
+            await reading
+        assert got == list(range(BURST)), "the slow reader lost or reordered messages"
+        for r in readers:
+            await r.wait_for("stream:chunk", lambda e: e["data"]["seq"] == BURST - 1, timeout=60)
+            seqs = [e["data"]["seq"] for e in r.received if e.get("type") == "stream:chunk"]
+            assert seqs == list(range(BURST)), f"{r.name} lost or reordered messages"
+        gone = await readers[0].wait_for("module:de-announced", lambda e: e["data"]["name"] == "stuck", timeout=10)
+        assert gone["data"]["reason"] == "slow consumer"
+        for r in readers:
+            assert not any(e.get("type") == "module:de-announced" and e["data"]["name"] != "stuck" for e in r.received)
+
+        try:  # the stuck peer finally reads: its backlog, then the close frame
+            async with asyncio.timeout(30):
+                while True:
+                    await stuck.recv()
+        except ConnectionClosed:
+            pass
+        assert (stuck.close_code, stuck.close_reason) == (1008, "slow consumer")
+        await slow.close()
+        for r in readers + [sender]:
+            await r.close()

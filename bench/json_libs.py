@@ -3,7 +3,9 @@
     python bench/json_libs.py
 
 The hub parses every frame once (``airi_core.protocol.events.decode_frame``) and encodes only the events
-it builds itself, so decoding is the JSON work on the hot path. This times a bare ``loads`` of
+it builds itself, so decoding is the JSON work on the hot path; the second table times the
+encoding of those server-built events (an error, a ``module:announced``, a registry listing of
+1000 modules: one per authentication in a storm). This times a bare ``loads`` of
 typical frames with each library that is installed, in one run, and prints the time per frame
 and the ratio to the stdlib. (Whole-hub throughput with a faster decoder would move by the
 decoder's share of the hub's time: about 6% in the policy-scenario profile.)
@@ -50,5 +52,35 @@ def main() -> None:
         print(f"{label:<14} " + " ".join(f"{c:>16}" for c in cells))
 
 
+def server_events() -> dict[str, object]:
+    """Events the hub builds itself, as ``Hub._encode`` sees them (superjson-wrapped)."""
+    source = {"kind": "plugin", "plugin": {"id": "proj-airi:server-runtime", "version": "0.1.0"}, "id": "abcdefghij0123456789x"}
+
+    def wrap(type: str, data: object) -> object:
+        return {"json": {"type": type, "data": data, "metadata": {"source": source, "event": {"id": "e" * 21, "parentId": "p" * 21}}}}
+
+    entry = {"name": "s123", "identity": {"id": "s123", "kind": "plugin", "plugin": {"id": "bench-storm", "labels": {"role": "storm"}}}}
+    return {
+        "error": wrap("error", {"message": "invalid event format"}),
+        "announced": wrap("module:announced", entry),
+        "sync of 1000": wrap("registry:modules:sync", {"modules": [dict(entry, name=f"s{i}") for i in range(1000)]}),
+    }
+
+
+def encoding() -> None:
+    """The hub's encoder of server-built events (``dumps_bytes``: orjson, with a scan for
+    ``null`` that sends NaN/Infinity to the stdlib) against the stdlib's compact encoder."""
+    from airi_core.protocol.events import dumps_bytes
+
+    stdlib = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    print(f"\n{'server event':<14} {'json (stdlib)':>16} {'dumps_bytes':>16}   (us per encode to bytes; ratio to stdlib)")
+    for label, value in server_events().items():
+        n = 200_000 if label != "sync of 1000" else 500
+        base = min(timed(lambda v: stdlib.encode(v).encode(), value, n) for _ in range(3))
+        fast = min(timed(dumps_bytes, value, n) for _ in range(3))
+        print(f"{label:<14} {base:8.2f} (1.00x) {fast:8.2f} ({base / fast:4.2f}x)")
+
+
 if __name__ == "__main__":
     main()
+    encoding()

@@ -18,7 +18,7 @@ It accepts WebSocket connections on the configured path, hands every frame to th
   it waits while it drains (backpressure, so a burst never costs a reading peer a message); a
   peer that does not is *stalled* and holds nobody back: its frames are buffered, and once it
   has drained nothing for ``limits.slow_consumer_grace_ms`` (counted from when its backlog
-  appeared), or its backlog passes ``limits.outbound_hard_bytes``, it is a slow consumer and is
+  passed a quarter of the soft limit), or its backlog passes ``limits.outbound_hard_bytes``, it is a slow consumer and is
   dropped. A never-reading peer thus costs the others nothing but its buffer;
 - limits: frame size (close 1009), connections (HTTP 503), messages per second per peer;
 - the handshake: the path (404), the browser origin policy (``server.allowed_origins``, 403),
@@ -246,6 +246,7 @@ class Transport:
         self.settings = hub.settings
         limits = self.settings.limits
         self._soft = limits.outbound_soft_bytes
+        self._track = self._soft // 4  # a backlog past this is measured (progress, see _progress)
         self._hard = limits.outbound_hard_bytes
         self._grace = limits.slow_consumer_grace_ms / 1000
         self._rate = limits.max_messages_per_second
@@ -412,12 +413,12 @@ class Transport:
             return
         conn.sent_bytes += len(data)
         backlog = transport.get_write_buffer_size()
-        if backlog:
-            self._progress(conn, backlog, time.monotonic())
+        if backlog > self._track:  # measured from a quarter of the soft limit on: a reader that
+            self._progress(conn, backlog, time.monotonic())  # keeps up costs no ioctl
             if backlog > self._soft:
                 self._mark_behind(peer, conn, backlog)
         elif conn.progress_at:
-            conn.progress_at = 0.0  # everything taken: nothing to measure
+            conn.progress_at = 0.0  # (almost) everything taken: nothing to measure
 
     def backlog(self, peer: Peer) -> int:
         """Bytes queued for ``peer`` and not yet taken by its socket: the outbox of this loop

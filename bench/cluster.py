@@ -100,13 +100,16 @@ async def throughput(plan: dict[str, Any], conns: list[lg.WSConn]) -> None:
     main_pid = int(plan.get("pid") or 0) or None
     for case in plan["cases"]:
         lg.log(f"case {case['name']}")
-        t0, c0 = time.monotonic(), cpu_snapshot(pids)
+        t0, c0, h0, s0 = time.monotonic(), cpu_snapshot(pids), lg.host_busy_s(), lg.self_cpu_s()
         res = lg.run_case(case, st, sender, receivers, main_pid)
         wall = time.monotonic() - t0
-        c1 = cpu_snapshot(pids)
+        c1, h1, s1 = cpu_snapshot(pids), lg.host_busy_s(), lg.self_cpu_s()
         del res["rss_series"], res["delivered_series"]
         res["case"] = case["name"]
         res["cpu_pct"] = {k: round(100 * (c1[k] - c0[k]) / wall, 1) for k in pids}
+        # over the whole case: the loadgen, and everything but the servers and the loadgen (noise)
+        res["loadgen_cpu_pct"] = round(100 * (s1 - s0) / wall, 1)
+        res["other_cpu_pct"] = round(100 * max(0.0, (h1 - h0) - (s1 - s0) - sum(c1[k] - c0[k] for k in pids)) / wall, 1)
         lg.emit(res)
 
 
@@ -454,8 +457,8 @@ def print_tables(result: dict[str, Any]) -> None:
                 cpu_lines.append(f"{case}/{layout}: " + ", ".join(f"{k} {fmt(v, 0)}%" for k, v in c.items())
                                  + f"; loadgen {fmt(r.get('loadgen_cpu_pct'), 0)}%, everything else {fmt(r.get('other_cpu_pct'), 0)}%")
     if cpu_lines:
-        print("CPU, % of one core (servers: whole case; loadgen and everything else: measurement window;"
-              " 'everything else' > ~20% means a noisy machine):", *cpu_lines, sep="\n  ")
+        print("CPU over each whole case, % of one core (servers, the loadgen, and everything else:"
+              " more than ~20% there means a noisy machine):", *cpu_lines, sep="\n  ")
     incomplete = [f"{case}/{lay}" for case in ("targeted", "fanout", "latency") for lay in LAYOUTS
                   if (s.get(case) or {}).get(lay) and not s[case][lay].get("complete")]
     if incomplete:

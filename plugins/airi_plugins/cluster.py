@@ -34,7 +34,9 @@ what it would have sent to other instances, and resynchronises on reconnect.
 (core NATS, no persistence); if the link or the other instance fails meanwhile it is lost, and
 nobody is told. Per-sender order holds (one publisher per instance, one subject per target
 instance). Consumer delivery picks one consumer cluster-wide on the sender's instance, so it is
-never delivered twice; round-robin and sticky state are per sender's instance.
+never delivered twice; round-robin and sticky picks are shared (``pick``), so the cluster
+rotates as one hub does. Consecutive messages for one instance are batched into one broker
+message; a frame bigger than the broker's payload limit crosses in consecutive parts.
 """
 
 from __future__ import annotations
@@ -356,13 +358,26 @@ class ClusterLink:
             self._wake.set()
 
     async def _writer(self) -> None:
+        """Publish what is queued, in order; consecutive messages for one subject go as one
+        broker message (``B`` + length-prefixed messages) up to the broker's payload limit, so
+        a burst costs the broker and the receiver one message, not one per frame."""
         queue = self._queue
         while True:
             await self._wake.wait()
             self._wake.clear()
             nc = self.nc
+            limit = self._max_payload()
             while queue and nc is not None:
                 subject, payload = queue.popleft()
+                if queue and queue[0][0] == subject and len(payload) + 8 < limit:
+                    batch = [payload]
+                    size = len(payload) + 5
+                    while queue and queue[0][0] == subject and size + len(queue[0][1]) + 4 <= limit:
+                        more = queue.popleft()[1]
+                        batch.append(more)
+                        size += len(more) + 4
+                    if len(batch) > 1:
+                        payload = b"B" + b"".join(len(m).to_bytes(4, "big") + m for m in batch)
                 try:
                     await nc.publish(subject, payload)
                 except Exception as exc:
@@ -551,17 +566,27 @@ class ClusterLink:
         """Apply what the broker brings, one message at a time, in arrival order."""
         while True:
             _subject, data = await self._inbox.get()
-            try:
-                kind = data[:1]
-                if kind == b"D":
-                    self._delivered(data)
-                elif kind == b"P":
-                    self._part(data)
-                else:
-                    await self._control(orjson.loads(data[1:]))
-            except Exception:  # a bad message must not stop the link
-                if self.hub is not None:
-                    self.hub.log.exception("cluster message failed")
+            if data[:1] == b"B":  # a batch: its messages in order
+                at, end = 1, len(data)
+                while at + 4 <= end:
+                    size = int.from_bytes(data[at:at + 4], "big")
+                    await self._handle(data[at + 4:at + 4 + size])
+                    at += 4 + size
+            else:
+                await self._handle(data)
+
+    async def _handle(self, data: bytes) -> None:
+        try:
+            kind = data[:1]
+            if kind == b"D":
+                self._delivered(data)
+            elif kind == b"P":
+                self._part(data)
+            else:
+                await self._control(orjson.loads(data[1:]))
+        except Exception:  # a bad message must not stop the link
+            if self.hub is not None:
+                self.hub.log.exception("cluster message failed")
 
     def _max_payload(self) -> int:
         nc = self.nc

@@ -542,18 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_after"] = benchrun.loadavg()
     summary = summarize(runs)
     result = {"meta": meta, "summary": summary, "goals": goals(summary), "failures": failures, "runs": runs}
-    out_path.write_text(json.dumps(result, indent=1))
-    print_tables(result)
-    if args.keep_logs:
-        print(f"logs: {workdir}")
-    else:
-        for f in workdir.iterdir():
-            f.unlink()
-        workdir.rmdir()
-    if failures:
-        print(f"[cluster-bench] {len(failures)} failure(s):", *failures, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    return benchrun.finish(result, out_path, workdir, args.keep_logs, failures, print_tables, "cluster-bench")
 
 
 if __name__ == "__main__":

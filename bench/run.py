@@ -889,16 +889,22 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
         "runs": runs,
     }
+    return finish(result, out_path, workdir, args.keep_logs, failures, print_tables, "bench")
+
+
+def finish(result: dict[str, Any], out_path: Path, workdir: Path, keep_logs: bool, failures: list[str],
+           print_tables: Any, tag: str) -> int:
+    """Write the JSON, print the tables, keep or remove the logs; the exit status."""
     out_path.write_text(json.dumps(result, indent=1))
     print_tables(result)
-    if args.keep_logs:
+    if keep_logs:
         print(f"logs: {workdir}")
     else:
         for f in workdir.iterdir():
             f.unlink()
         workdir.rmdir()
     if failures:
-        print(f"[bench] {len(failures)} failure(s):", *failures, sep="\n  ", file=sys.stderr)
+        print(f"[{tag}] {len(failures)} failure(s):", *failures, sep="\n  ", file=sys.stderr)
         return 1
     return 0
 

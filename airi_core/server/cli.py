@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from .config import ConfigError, Settings, default_config_path, load_settings
+from .config import ConfigError, Settings, default_config_path, is_loopback, load_settings
 from .plugins import PluginSet, discover_plugins
 
 EXIT_CONFIG = 2
@@ -243,17 +242,6 @@ def raise_fd_limit(log: logging.Logger) -> None:
         log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
         return
     log.info("raised the open-file limit from %d to %d", soft, hard)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` only reaches this machine (``0.0.0.0``, ``::`` and names other
-    than ``localhost`` do not)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 async def _serve(settings: Settings, plugins: PluginSet, origin: str | None, load: Callable[[], Settings] | None = None) -> int:

@@ -6,6 +6,7 @@ CLI flags. Every error names the file (or the variable/flag), the key path and w
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -401,3 +402,14 @@ def default_config_path(cwd: Path | None = None) -> Path | None:
     """``./airi.toml`` when it exists, else None (run on defaults)."""
     candidate = (cwd or Path.cwd()) / "airi.toml"
     return candidate if candidate.is_file() else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only reaches this machine (``0.0.0.0``, ``::`` and names other
+    than ``localhost`` do not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -26,6 +26,8 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .config import is_loopback
+
 if TYPE_CHECKING:
     from .kernel import Hub
 
@@ -37,15 +39,6 @@ TXT_VERSION = "1"
 log = logging.getLogger("airi.discovery")
 
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _auth_required(hub: Hub) -> bool:
@@ -121,7 +114,7 @@ class Advertiser:
 
         hub = self.hub
         addresses = self.addresses()
-        if all(_is_loopback(a) for a in addresses):
+        if all(is_loopback(a) for a in addresses):
             log.warning(
                 "advertising %s over mDNS on a loopback address (%s): only this machine can connect; "
                 "bind [server] host to a LAN address (or 0.0.0.0) for others to use it",
@@ -131,7 +124,7 @@ class Advertiser:
         v6 = any(len(p) == 16 for p in packed)
         v4 = any(len(p) == 4 for p in packed)
         version = IPVersion.All if v4 and v6 else (IPVersion.V6Only if v6 else IPVersion.V4Only)
-        interfaces: Any = self.interfaces or (addresses if all(_is_loopback(a) for a in addresses) else None)
+        interfaces: Any = self.interfaces or (addresses if all(is_loopback(a) for a in addresses) else None)
         kwargs: dict[str, Any] = {"ip_version": version}
         if interfaces:
             kwargs["interfaces"] = interfaces

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -133,25 +134,37 @@ async def test_a_never_reading_peer_is_dropped_while_a_slow_reader_that_progress
             return ws
 
         stuck = await join("stuck")  # never calls recv()
-        slow = await join("slow")
         got: list[int] = []
+        announced, read_all, finish = threading.Event(), threading.Event(), threading.Event()
 
         async def read_slowly() -> None:
-            # a frame at a time with a pause after each: a few MB/s, far below the burst
-            while len(got) < BURST:
-                event = json.loads(await slow.recv())
-                event = event.get("json", event)
-                if event.get("type") == "stream:chunk":
-                    got.append(event["data"]["seq"])
-                await asyncio.sleep(0.001)
+            # its own thread and event loop: the readers' work in this process cannot starve it
+            # (a reader that is not scheduled does not read, which the hub rightly calls stuck)
+            ws = await connect(hub.url, sock=small_socket(), max_queue=1, max_size=None)
+            identity = {"id": "slow-1", "kind": "plugin", "plugin": {"id": "slow"}}
+            await ws.send(json.dumps({"type": "module:announce", "data": {"name": "slow", "identity": identity}}))
+            announced.set()
+            async with asyncio.timeout(90):
+                # a frame at a time with a pause after each: a few MB/s, far below the burst
+                while len(got) < BURST:
+                    event = json.loads(await ws.recv())
+                    event = event.get("json", event)
+                    if event.get("type") == "stream:chunk":
+                        got.append(event["data"]["seq"])
+                    await asyncio.sleep(0.001)
+            read_all.set()
+            await asyncio.to_thread(finish.wait, 120)  # stays connected until the checks are done
+            await ws.close()
 
-        reading = asyncio.ensure_future(read_slowly())
+        slow_thread = threading.Thread(target=asyncio.run, args=(read_slowly(),), daemon=True)
+        slow_thread.start()
+        assert await asyncio.to_thread(announced.wait, 30), "the slow reader did not connect"
+        await readers[0].wait_for("registry:modules:sync", lambda e: any(m["name"] == "slow" for m in e["data"]["modules"]))
         sender = await connect_client(hub.url, "sender", announce=True)
         for seq in range(BURST):
             await sender.ws.send(json.dumps({"type": "stream:chunk", "data": {"seq": seq, "p": PAYLOAD}}))
 
-        async with asyncio.timeout(60):
-            await reading
+        assert await asyncio.to_thread(read_all.wait, 100), "the slow reader did not get the burst in time"
         assert got == list(range(BURST)), "the slow reader lost or reordered messages"
         for r in readers:
             await r.wait_for("stream:chunk", lambda e: e["data"]["seq"] == BURST - 1, timeout=60)
@@ -169,6 +182,7 @@ async def test_a_never_reading_peer_is_dropped_while_a_slow_reader_that_progress
         except ConnectionClosed:
             pass
         assert (stuck.close_code, stuck.close_reason) == (1008, "slow consumer")
-        await slow.close()
+        finish.set()
+        await asyncio.to_thread(slow_thread.join, 30)
         for r in readers + [sender]:
             await r.close()

@@ -18,8 +18,11 @@ It accepts WebSocket connections on the configured path, hands every frame to th
   it waits while it drains (backpressure, so a burst never costs a reading peer a message); a
   peer that does not is *stalled* and holds nobody back: its frames are buffered, and once it
   has drained nothing for ``limits.slow_consumer_grace_ms`` (counted from when its backlog
-  passed a quarter of the soft limit), or its backlog passes ``limits.outbound_hard_bytes``, it is a slow consumer and is
-  dropped. A never-reading peer thus costs the others nothing but its buffer;
+  passed a quarter of the soft limit) it is a slow consumer and is dropped. A never-reading peer
+  thus costs the others nothing but its buffer. A stalled peer whose backlog passes
+  ``limits.outbound_hard_bytes`` holds its senders back again until the grace decides (a reader
+  its own process did not schedule for a moment is not dropped for it); past twice that it is
+  dropped at once, so what one peer can hold stays bounded;
 - limits: frame size (close 1009), connections (HTTP 503), messages per second per peer;
 - the handshake: the path (404), the browser origin policy (``server.allowed_origins``, 403),
   no ``Server`` header;
@@ -457,6 +460,11 @@ class Transport:
         """How recently ``conn`` must have made progress to hold its senders back."""
         return min(self._grace, max(HOLD_MIN_S, 3 * conn.gap))
 
+    def _holds(self, conn: Connection, backlog: int, stalled: float) -> bool:
+        """Whether a peer that is behind holds its senders back: while it makes progress (it
+        drained within its window), and, past ``outbound_hard_bytes``, until the grace decides."""
+        return stalled <= self._window(conn) or backlog > self._hard
+
     def _set_holds(self, peer: Peer, conn: Connection | None, holds: bool) -> None:
         if conn is not None:
             conn.holds = holds
@@ -466,14 +474,14 @@ class Transport:
             self._holders.pop(peer, None)
 
     def _mark_behind(self, peer: Peer, conn: Connection, backlog: int) -> None:
-        if backlog > self._hard:
+        if backlog > 2 * self._hard:
             self._behind.pop(peer, None)
             self._set_holds(peer, conn, False)
             self._slow_consumer(peer, backlog, time.monotonic() - conn.progress_at if conn.progress_at else 0.0)
             return
-        if peer not in self._behind:
+        if peer not in self._behind or backlog > self._hard:
             self._behind[peer] = None
-            self._set_holds(peer, conn, time.monotonic() - conn.progress_at <= self._window(conn))
+            self._set_holds(peer, conn, self._holds(conn, backlog, time.monotonic() - conn.progress_at))
             if self._watcher is None:
                 self._watcher = (self._loop or asyncio.get_running_loop()).call_later(WATCH_S, self._watch)
 
@@ -498,12 +506,12 @@ class Transport:
             backlog = conn.ws.transport.get_write_buffer_size()
             self._progress(conn, backlog, now)
             stalled = now - conn.progress_at
-            if stalled >= grace or backlog > self._hard:
+            if stalled >= grace or backlog > 2 * self._hard:
                 self._behind.pop(peer, None)
                 self._set_holds(peer, conn, False)
                 self._slow_consumer(peer, backlog, stalled)
                 continue
-            holds = stalled <= self._window(conn)
+            holds = self._holds(conn, backlog, stalled)
             self._set_holds(peer, conn, holds)
             if holds:
                 holding.append(conn)

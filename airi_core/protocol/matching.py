@@ -93,9 +93,10 @@ def compile_selectors(raw: Any) -> list[tuple[str, str | None]] | None:
     return [parse_selector(s) for s in raw]
 
 
-def _glob_ids(glob: str) -> Predicate:
+def _glob_ids(glob: str, match: Callable[[str], bool] | None = None) -> Predicate:
     """``{type: glob}``: the April module name, plugin id, extension id and identity id."""
-    match = compile_glob(glob)
+    if match is None:
+        match = compile_glob(glob)
 
     def test(p: Routable) -> bool:
         for value in (p.name, p.plugin_id, p.extension_id, p.instance_id):
@@ -108,8 +109,8 @@ def _glob_ids(glob: str) -> Predicate:
 
 def _glob_any(glob: str) -> Predicate:
     """A bare glob string: as :func:`_glob_ids`, plus every extension module's name and id."""
-    ids = _glob_ids(glob)
     match = compile_glob(glob)
+    ids = _glob_ids(glob, match)
 
     def test(p: Routable) -> bool:
         if ids(p):
@@ -354,7 +355,7 @@ def string_cost(dest: str) -> int:
     prefix, sep, _ = dest.partition(":")
     if sep and prefix in _PREFIXES:
         return 2
-    return max(glob_cost(dest), 3)
+    return glob_cost(dest)
 
 
 _PREFIXES = frozenset(("module", "source", "plugin", "instance", "label", "peer"))
@@ -393,7 +394,7 @@ class _Meter:
         if isinstance(expr, str):
             self.string(expr)
             cost = string_cost(expr)
-            if expr != "*" and cost > 2:  # a bare glob: also every extension module's name and id
+            if cost > 2:  # a bare glob (not "*", not prefixed): also every extension module's name and id
                 self.key_cost += glob_unit(expr)
             return cost
         if not isinstance(expr, dict) or depth > MAX_DEPTH:

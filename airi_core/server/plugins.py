@@ -90,6 +90,11 @@ class PluginSet:
     def info(self, name: str) -> PluginInfo | None:
         return next((i for i in self.infos if i.name == name), None)
 
+    def get(self, name: str) -> Any:
+        """The plugin object registered as ``name`` (None when there is none): how one plugin
+        reaches another's public methods (the cluster link uses ``consumers`` and ``auth``)."""
+        return self.pm.get_plugin(name)
+
     def config_of(self, plugin: str | object) -> BaseModel | None:
         """The validated settings of a plugin given by name or by the registered object."""
         name = plugin if isinstance(plugin, str) else self.pm.get_name(plugin)

@@ -155,6 +155,7 @@ class ClusterLink:
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._lost_logged = False
         self._stopping = False
+        self._first_link = asyncio.Event()  # set once the broker link is up the first time
         self._consumers_plugin: Any = None
         self._applying_pick = False
         self._collector: Any = None
@@ -174,9 +175,9 @@ class ClusterLink:
         if getattr(hub, "metrics", None) is not None:
             self._collector = _LinkCollector(self)
             hub.metrics.registry.register(self._collector)
-        auth = hub.plugins.pm.get_plugin("auth")
+        auth = hub.plugins.get("auth")
         self._auth_plugin = auth if hasattr(auth, "grant_remote") else None
-        consumers = hub.plugins.pm.get_plugin("consumers")
+        consumers = hub.plugins.get("consumers")
         if consumers is not None and hasattr(consumers, "pick_listeners"):
             # round-robin and sticky are one state for the whole cluster, as on one hub
             self._consumers_plugin = consumers
@@ -197,8 +198,7 @@ class ClusterLink:
         )
 
     async def _until_connected(self) -> None:
-        while not self.connected:
-            await asyncio.sleep(0.02)
+        await self._first_link.wait()
 
     def _readiness(self) -> str | None:
         return None if self.connected else "cluster broker disconnected"
@@ -282,6 +282,7 @@ class ClusterLink:
             hub.log.warning("cluster broker %s reachable again", _redact(self.url))
             self._lost_logged = False
         self.connected = True
+        self._first_link.set()
         self._publish(self._ctl, {"op": "hello"})
         self._wake.set()
 

@@ -56,6 +56,8 @@ from airi_core.protocol.identity import (
     source_consistent,
 )
 
+from ._bucket import AnnounceBucket
+
 
 class ExtensionsSettings(BaseModel):
     """``[plugins.extensions]``."""
@@ -78,22 +80,13 @@ def _server_like(hub: Hub, identity: dict[str, Any]) -> bool:
     )
 
 
-class _Bucket:
-    __slots__ = ("tokens", "at", "error_at")
-
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
-        self.error_at = float("-inf")
-
-
 class Extensions:
     def __init__(self) -> None:
         self.settings = ExtensionsSettings()
         self._burst = 10
         self._rate = 1.0
         self._max_announce = 64 * 1024
-        self._buckets: dict[Peer, _Bucket] = {}
+        self._buckets: dict[Peer, AnnounceBucket] = {}
 
     @hookimpl
     def airi_config_model(self) -> type[BaseModel]:
@@ -226,13 +219,8 @@ class Extensions:
         now = asyncio.get_running_loop().time()
         bucket = self._buckets.get(peer)
         if bucket is None:
-            bucket = self._buckets[peer] = _Bucket(float(self._burst), now)
-        bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.at) * self._rate)
-        bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+            bucket = self._buckets[peer] = AnnounceBucket(float(self._burst), now)
+        refused = bucket.take(now, self._burst, self._rate)
+        if refused is None:
             return None
-        if now - bucket.error_at < 1.0:
-            return ACCEPT
-        bucket.error_at = now
-        return Reject(errors.announce_rate_limited(self._burst, self._rate))
+        return Reject(refused) if refused else ACCEPT

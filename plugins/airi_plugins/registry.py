@@ -52,6 +52,8 @@ from airi_core import Module
 from airi_core.protocol.events import canonical
 from airi_core.protocol.identity import extension_source, instance_id_of, label_count, source_consistent
 
+from ._bucket import AnnounceBucket
+
 #: How often peers whose sync was held back (they were behind) are looked at again.
 RETRY_S = 0.05
 #: A 2026-08 announce gets its sync out to everyone at once while the sync bandwidth budget is
@@ -108,18 +110,16 @@ def _de_announced(hub: Hub, peer: Peer, entry: dict[str, Any], reason: str) -> N
     hub.broadcast("module:de-announced", {**entry, "reason": reason}, exclude=peer)
 
 
-class _Announcer:
+class _Announcer(AnnounceBucket):
     """What the registry keeps per connection that announced: its announce token bucket and the
     sizes of its registry entries (its April module's, its extension modules' by id)."""
 
-    __slots__ = ("tokens", "at", "legacy", "sizes", "error_at")
+    __slots__ = ("legacy", "sizes")
 
     def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
+        super().__init__(tokens, at)
         self.legacy = 0
         self.sizes: dict[str, int] = {}
-        self.error_at = float("-inf")  # when the last rate-limit error went out
 
 
 class ModuleRegistryPlugin:
@@ -251,14 +251,9 @@ class ModuleRegistryPlugin:
         st = self._announcers.get(peer)
         if st is None:
             st = self._announcers[peer] = _Announcer(float(cfg.announce_burst), now)
-        st.tokens = min(float(cfg.announce_burst), st.tokens + (now - st.at) * cfg.announce_rate_per_second)
-        st.at = now
-        if st.tokens < 1:
-            if now - st.error_at < 1.0:
-                return "", 0
-            st.error_at = now
-            return errors.announce_rate_limited(cfg.announce_burst, cfg.announce_rate_per_second), 0
-        st.tokens -= 1
+        refused = st.take(now, cfg.announce_burst, cfg.announce_rate_per_second)
+        if refused is not None:
+            return refused, 0
         etype = ann.event_type
         if len(ann.name) > cfg.max_name_chars:
             return errors.announce_name_too_long(cfg.max_name_chars, etype), 0

@@ -28,6 +28,7 @@ __all__ = [
     "decode_frame",
     "dumps",
     "dumps_bytes",
+    "Encoded",
     "canonical",
     "same_json",
     "confine_meta",
@@ -87,12 +88,52 @@ try:  # orjson parses a frame ~2.5-3x faster (bench/json_libs.py): +8-14% hub th
     from orjson import OPT_PASSTHROUGH_DATACLASS, OPT_PASSTHROUGH_DATETIME, OPT_PASSTHROUGH_SUBCLASS
 
     _FAST_OPTS = OPT_PASSTHROUGH_DATACLASS | OPT_PASSTHROUGH_DATETIME | OPT_PASSTHROUGH_SUBCLASS
+    from orjson import Fragment as _Fragment
 except ImportError:  # pragma: no cover - a platform without orjson wheels
     _fast_loads = _decoder.decode
     _FastError = json.JSONDecodeError
     _fast_dumps = None
+    _Fragment = None
+
+
+class Encoded:
+    """A JSON value already encoded by :func:`dumps_bytes`, embedded as it is wherever it stands
+    in a value later given to :func:`dumps_bytes` (or :meth:`Hub.send`/:meth:`Hub.broadcast`):
+    a part that many events share is encoded once (the registry listing every sync carries)."""
+
+    __slots__ = ("text", "_fragment")
+
+    def __init__(self, value: Any = None, *, text: bytes | None = None) -> None:
+        #: the compact JSON text; ``text=`` must come from :func:`dumps_bytes` (it is trusted)
+        self.text: bytes = dumps_bytes(value) if text is None else text
+        self._fragment = _Fragment(self.text) if _Fragment is not None else None
+
+    def value(self) -> Any:
+        """The value decoded again (what the stdlib encoder writes in its place)."""
+        return _decoder.decode(self.text.decode())
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def __repr__(self) -> str:
+        return f"<Encoded {len(self.text)} bytes>"
+
+
+def _zero(o: Any) -> Any:
+    if type(o) is Encoded:
+        return 0
+    raise TypeError
+
+
+class _StdEncoder(json.JSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, Encoded):
+            return o.value()
+        return super().default(o)
+
+
 # allow_nan=False: the hub never writes NaN/Infinity (a plugin that tries gets an error)
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encoder = _StdEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def dumps(value: Any) -> str:
@@ -119,12 +160,22 @@ def dumps_bytes(value: Any) -> bytes:
     but the stdlib refuses go to the stdlib too. Floats may be spelled differently (``1e16``
     for ``1e+16``): the same number."""
     if _fast_dumps is not None:
+        embedded = False
+
+        def fragment(o: Any) -> Any:
+            nonlocal embedded
+            if type(o) is Encoded:
+                embedded = True
+                return o._fragment
+            raise TypeError
+
         try:
-            out = _fast_dumps(value, None, _FAST_OPTS)
+            out = _fast_dumps(value, fragment, _FAST_OPTS)
         except TypeError:
             pass
         else:
-            if b"null" not in out:
+            # an Encoded part was checked when it was encoded: only the rest is looked at
+            if b"null" not in (_fast_dumps(value, _zero, _FAST_OPTS) if embedded else out):
                 return out
     return _encoder.encode(value).encode()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.events import canonical
+from ..protocol.events import canonical, dumps_bytes
 from ..protocol.identity import (
     devtools_label,
     extension_id_of,
@@ -36,7 +36,7 @@ class Module:
     ``entry`` is what ``registry:modules:sync`` lists, ``notice`` what the family's
     notifications (de-announced, health) carry; ``key`` is the canonical JSON of ``identity``."""
 
-    __slots__ = ("peer", "family", "name", "index", "identity", "key", "entry", "notice", "id")
+    __slots__ = ("peer", "family", "name", "index", "identity", "key", "entry", "notice", "id", "_entry_text")
 
     def __init__(self, peer: Peer, family: str, name: str, index: int | None, identity: dict[str, Any]) -> None:
         self.peer = peer
@@ -58,6 +58,13 @@ class Module:
             if peer.origin is not None:
                 self.entry["instance"] = peer.origin
         self.notice = notice
+        self._entry_text: bytes | None = None
+
+    def entry_text(self) -> bytes:
+        """``entry`` as compact JSON (encoded once: a module's entry never changes)."""
+        if self._entry_text is None:
+            self._entry_text = bytes(memoryview(dumps_bytes(self.entry)))
+        return self._entry_text
 
     @property
     def extension(self) -> bool:
@@ -125,6 +132,7 @@ class Peer:
         "closed",
         "state",
         "origin",
+        "_entry_text",
         "_conn",
         "__weakref__",
     )
@@ -158,6 +166,7 @@ class Peer:
         #: None for a connection of this hub; the instance id of the hub that holds it for a
         #: mirror of another instance's connection (a cluster plugin's, ``Hub.add_remote_peer``)
         self.origin: str | None = None
+        self._entry_text: bytes | None = None  # module_entry() as JSON, until the module changes
         self._conn = conn  # the transport's side of this peer; None for a peer without a socket
 
     def set_identity(
@@ -166,6 +175,7 @@ class Peer:
         """Adopt ``identity`` (stamping ``source``, default ``identity``, on what the peer sends)
         and refresh what routing derives from it. Only the registry calls this."""
         self.identity = identity
+        self._entry_text = None
         self.source = source if source is not None else identity
         self.verified = verified and identity is not None
         # a copy: orjson's output keeps a 4 KiB buffer, which would cost every connection 4 KiB
@@ -214,6 +224,12 @@ class Peer:
         if self.origin is not None:
             entry["instance"] = self.origin  # a module on another instance of a cluster
         return entry
+
+    def entry_text(self) -> bytes:
+        """:meth:`module_entry` as compact JSON, encoded once until the announcement changes."""
+        if self._entry_text is None:
+            self._entry_text = bytes(memoryview(dumps_bytes(self.module_entry())))
+        return self._entry_text
 
     def __repr__(self) -> str:
         return f"<Peer {self.id} {self.display!r} auth={self.authenticated}>"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..protocol.events import Encoded
 from .peer import Module, Peer
 
 __all__ = ["PeerRegistry", "Module"]
@@ -52,6 +53,7 @@ class PeerRegistry:
         self._ext_count = 0
         # routing: every name and id ``module:X`` reaches -> the peers holding it
         self._keys: dict[str, dict[Peer, int]] = {}
+        self._listing: Encoded | None = None  # listing(), until the modules change
 
     # -- peers -------------------------------------------------------------------------------
     def add(self, peer: Peer) -> None:
@@ -64,6 +66,8 @@ class PeerRegistry:
         if self._peers.pop(peer.id, None) is None:
             return False
         self._authenticated.pop(peer.id, None)
+        if peer.announced or peer.modules:
+            self._listing = None
         # keep peer.name/index/identity/modules: disconnect hooks still need to say what left
         self._forget_module(peer)
         for module in peer.modules.values():
@@ -100,6 +104,8 @@ class PeerRegistry:
         """Make ``identity`` ``peer``'s identity for routing, stamping ``source`` (default
         ``identity``) on what it sends; ``verified`` when it is an announced identity."""
         peer.set_identity(identity, source, verified)
+        if peer.announced:
+            self._listing = None
 
     def set_extension(self, peer: Peer, extension: dict[str, Any] | None) -> None:
         """Set ``peer``'s extension identity (its labels and id count for routing)."""
@@ -123,6 +129,7 @@ class PeerRegistry:
         ``(name, index)`` with another identity stays the holder."""
         if self._peers.get(peer.id) is not peer:
             return False
+        self._listing = None
         if peer.announced and peer.name == name and peer.index == index:
             peer.set_identity(identity, verified=True)  # same place in the announce order: still the holder
             return True
@@ -141,6 +148,7 @@ class PeerRegistry:
         """Forget ``peer``'s April announcement (and its identity); False when it had none."""
         if not peer.announced:
             return False
+        self._listing = None
         self._forget_module(peer)
         peer.announced = False
         peer.name = ""
@@ -196,6 +204,7 @@ class PeerRegistry:
         longer registered. The announcer becomes the latest holder of that id."""
         if self._peers.get(peer.id) is not peer:
             return None
+        self._listing = None
         module = Module(peer, "extension", name, None, identity)
         old = peer.modules.get(module.id)
         if old is not None:
@@ -257,3 +266,16 @@ class PeerRegistry:
         if self._ext_count:
             listed.extend(m.entry for p in peers if p.modules for m in p.modules.values())
         return listed
+
+    def listing(self) -> Encoded:
+        """:meth:`modules` encoded (``hub.send(peer, "registry:modules:sync", {"modules":
+        registry.listing()})``), built from each module's entry encoded once and kept until the
+        modules change: a storm of N authentications costs N joins, not N^2 entry encodings."""
+        listing = self._listing
+        if listing is None:
+            peers = self._peers.values()
+            parts = [p.entry_text() for p in peers if p.announced]
+            if self._ext_count:
+                parts.extend(m.entry_text() for p in peers if p.modules for m in p.modules.values())
+            listing = self._listing = Encoded(text=b"[" + b",".join(parts) + b"]")
+        return listing

@@ -99,7 +99,7 @@ class RegistrySettings(BaseModel):
 def sync(hub: Hub, peer: Peer | None = None, parent_id: str | None = None) -> int:
     """Send ``registry:modules:sync`` to ``peer``, or to every authenticated peer; returns the
     broadcast's size (0 for a direct sync)."""
-    data = {"modules": hub.registry.modules()}
+    data = {"modules": hub.registry.listing()}
     if peer is None:
         return hub.broadcast("registry:modules:sync", data)
     hub.send(peer, "registry:modules:sync", data, parent_id)
@@ -227,7 +227,7 @@ class ModuleRegistryPlugin:
             else:
                 pending.pop(peer, None)
                 ready.append(peer)
-        size = hub.broadcast("registry:modules:sync", {"modules": hub.registry.modules()}, to=ready) if ready else 0
+        size = hub.broadcast("registry:modules:sync", {"modules": hub.registry.listing()}, to=ready) if ready else 0
         if pending and self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._retry_pending, hub)
         return size

@@ -35,7 +35,6 @@ route context; no plugin failure ends a connection.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -68,7 +67,7 @@ from ..protocol.identity import (
 from .config import Settings
 from .counts import Counts
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
-from .hooks import Hooks, PluginError
+from .hooks import Hooks, PluginError, awaitable
 from .http import HttpEndpoints, Readiness
 from .peer import Peer
 from .plugins import PluginSet, discover_plugins
@@ -86,7 +85,7 @@ _HEARTBEAT_BYTES = frozenset(f.encode() for f in HEARTBEAT_FRAMES)
 
 def _maybe(result: Any) -> Awaitable[Any] | None:
     """``result`` when a hook call needs awaiting, else None."""
-    return result if result is not None and inspect.isawaitable(result) else None
+    return result if result is not None and awaitable(result) else None
 
 
 class Hub:
@@ -393,7 +392,7 @@ class Hub:
         except Exception as exc:  # e.g. a route filter a plugin added; never kill the connection
             self._internal_error(exc, peer, event)
             return None
-        if res is not None and inspect.isawaitable(res):
+        if res is not None and awaitable(res):
             return self._guard_async(peer, event, res)
         return None
 
@@ -446,7 +445,7 @@ class Hub:
         if claim is None:
             self._route(peer, event)
             return None
-        if inspect.isawaitable(claim):
+        if awaitable(claim):
             return self._claimed_async(peer, event, claim)
         if isinstance(claim, Reject):
             self.send_error(peer, claim.message, event.id)

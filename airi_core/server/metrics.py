@@ -17,7 +17,6 @@ own collectors or metrics in ``hub.metrics.registry``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from .hooks import awaitable
 
 if TYPE_CHECKING:
     from .kernel import Hub
@@ -219,7 +220,7 @@ class HubMetrics:
         def call(*args: Any) -> Any:
             started = clock()
             res = fn(*args)
-            if res is not None and inspect.isawaitable(res):
+            if res is not None and awaitable(res):
                 return finish(res, started)
             observe(clock() - started)
             return res

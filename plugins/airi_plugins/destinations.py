@@ -181,6 +181,13 @@ class Destinations:
                 if ctx.sender.generation == "head":
                     ctx.narrow(())  # the 2026-08 rule: an explicit empty list is nobody
                 return None
+        if len(dests) == 1:
+            only = dests[0]
+            if type(only) is str and only.startswith("module:") and 7 < len(only) <= self.limits.max_string_length:
+                # the most common route, one module by name: its holders are looked up, nothing
+                # compiled or cached (what the compiled form would do: module_hint, exact)
+                ctx.narrow(hub.registry.peers_named(only[7:]))
+                return None
         entry = self.compiled(dests, ctx.sender)
         if isinstance(entry, str):
             return Drop(entry, entry)

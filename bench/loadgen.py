@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -989,11 +990,265 @@ async def stuck_session(plan: dict[str, Any], url: str, pid: int | None, conns: 
     })
 
 
+class _RawTransport:
+    """What a :class:`WSConn` needs of a transport, over a plain non-blocking socket that the
+    storm's epoll loop reads (writes that the socket cannot take at once wait in ``pending``)."""
+
+    __slots__ = ("sock", "fd", "closed", "pending")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.closed = False
+        self.pending = b""
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.pending += data
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.pending or self.closed:
+            return
+        try:
+            n = self.sock.send(self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.abort()
+            return
+        self.pending = self.pending[n:]
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.flush()
+        self.abort()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+
+#: what a storm client is doing
+_CONNECTING, _OPENING, _AUTHENTICATING, _ANNOUNCING, _PROBED, _ROUTABLE, _FAILED = range(7)
+
+
+class StormPump:
+    """The storm outside asyncio (which costs the load generator ~0.3 ms per connection in
+    tasks, futures and transports: in a storm it competes with the server for the machine's
+    cores). One epoll loop opens the N connections (at most ``concurrency`` in the WebSocket
+    opening handshake at once, like the asyncio version), authenticates and announces each,
+    and sends its probe through the (paused, here read directly) probe connection once its
+    announce was answered. Every client reads and counts all its control traffic throughout."""
+
+    def __init__(self, st: Stats, url: str, n: int, token: str | None, concurrency: int, probe: WSConn, deadline: float) -> None:
+        self.host, self.port, self.path = parse_url(url)
+        self.st, self.n, self.token, self.concurrency, self.probe, self.deadline = st, n, token, concurrency, probe, deadline
+        self.clients: list[WSConn | None] = [None] * n
+        self.stage = [_CONNECTING] * n
+        self.t_conn = [0] * n
+        self.t_auth = [0] * n
+        self.t_ann = [0] * n
+        self.probed_at = [0] * n
+        self.errors: list[str] = []
+        self.routable = 0
+        self.failed = 0
+        self.reprobes = 0
+        self.opening = 0  # connections between connect() and the end of their handshake
+        self.next = 0
+        self.ep = select.epoll()
+        self.by_fd: dict[int, int] = {}
+        assert probe.transport is not None
+        probe.transport.pause_reading()
+        self.pfd = probe.transport.get_extra_info("socket").fileno()
+        self.ep.register(self.pfd, select.EPOLLIN)
+        self.ppending = b""
+
+    # -- the probe connection ------------------------------------------------------------------
+    def probe_write(self, data: bytes) -> None:
+        self.ppending = self.ppending + data if self.ppending else data
+        try:
+            k = os.write(self.pfd, self.ppending)
+        except BlockingIOError:
+            return
+        self.probe.tx_bytes += k
+        self.ppending = self.ppending[k:]
+
+    def close(self) -> None:
+        self.ep.close()
+        t = self.probe.transport
+        if t is not None and not t.is_closing():
+            t.resume_reading()
+
+    # -- clients -----------------------------------------------------------------------------------
+    def _open(self, i: int, t0: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex((self.host, self.port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.stage[i] = _FAILED
+            self.failed += 1
+            self.errors.append(f"s{i}: connect: {os.strerror(err)}")
+            return
+        c = WSConn(self.st, self.host, self.port, self.path, f"s{i}", False)
+        c.transport = _RawTransport(sock)  # type: ignore[assignment]
+        self.clients[i] = c
+        self.by_fd[sock.fileno()] = i
+        self.ep.register(sock.fileno(), select.EPOLLOUT | select.EPOLLIN)
+        self.opening += 1
+
+    def _fail(self, i: int, why: str) -> None:
+        if self.stage[i] <= _OPENING:
+            self.opening -= 1
+        self.stage[i] = _FAILED
+        self.failed += 1
+        self.errors.append(f"s{i}: {why}")
+        c = self.clients[i]
+        if c is not None and c.transport is not None:
+            t: _RawTransport = c.transport  # type: ignore[assignment]
+            if self.by_fd.get(t.fd) == i:
+                del self.by_fd[t.fd]
+                if not t.closed:
+                    self.ep.unregister(t.fd)
+            t.abort()
+
+    def _advance(self, i: int, c: WSConn, t0: int) -> None:
+        """Move client ``i`` on as far as what it has received allows."""
+        stage = self.stage[i]
+        if stage == _OPENING and c.hs is None:
+            if c.opened.done() and c.opened.exception() is not None:
+                self._fail(i, str(c.opened.exception()))
+                return
+            self.opening -= 1
+            self.t_conn[i] = now_ns() - t0
+            if self.token is not None:
+                c.needle, c.found_at = b"module:authenticated", 0.0
+                c.send_json({"type": "module:authenticate", "data": {"token": self.token}})
+                stage = _AUTHENTICATING
+            else:
+                stage = _ANNOUNCING
+                c.needle, c.found_at = b'"kind":"pong"', 0.0
+                c.write(client_frame(dumps(announce(c.name, "bench-storm", {"role": "storm"}))) + client_frame(dumps(PING)))
+        if stage == _AUTHENTICATING and c.found_at:
+            self.t_auth[i] = now_ns() - t0
+            stage = _ANNOUNCING
+            c.needle, c.found_at = b'"kind":"pong"', 0.0
+            c.write(client_frame(dumps(announce(c.name, "bench-storm", {"role": "storm"}))) + client_frame(dumps(PING)))
+        if stage == _ANNOUNCING and c.found_at:
+            self.t_ann[i] = now_ns() - t0
+            stage = _PROBED
+            self.probed_at[i] = now_ns()
+            self.probe_write(probe_frame(c.name))
+        if stage == _PROBED and c.first_bench:
+            stage = _ROUTABLE
+            self.routable += 1
+        self.stage[i] = stage
+
+    def _read(self, timeout: float, t0: int) -> int:
+        """One epoll round: connections that completed, bytes that arrived. Returns the
+        number of bytes read."""
+        got = 0
+        mv = _SCRATCH
+        for fd, ev in self.ep.poll(timeout):
+            if fd == self.pfd:
+                try:
+                    k = os.readv(fd, (mv,))
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    k = 0
+                if k == 0:
+                    self.ep.unregister(fd)
+                    self.errors.append("probe: connection lost")
+                    continue
+                got += k
+                self.probe.data_received(mv[:k])
+                continue
+            i = self.by_fd.get(fd)
+            if i is None:
+                continue
+            c = self.clients[i]
+            assert c is not None
+            t: _RawTransport = c.transport  # type: ignore[assignment]
+            if self.stage[i] == _CONNECTING:
+                if not ev & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
+                    continue
+                err = t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self.stage[i] = _OPENING
+                    self._fail(i, f"connect: {os.strerror(err)}")
+                    continue
+                self.stage[i] = _OPENING
+                self.ep.modify(fd, select.EPOLLIN)
+                c.connection_made(t)  # type: ignore[arg-type]  # sends the opening handshake
+                continue
+            if t.pending:
+                t.flush()
+            try:
+                k = t.sock.recv_into(mv)
+            except BlockingIOError:
+                continue
+            except OSError:
+                k = 0
+            if k == 0:
+                self.by_fd.pop(fd, None)
+                self.ep.unregister(fd)
+                c.lost = True
+                if self.stage[i] < _ROUTABLE:
+                    self._fail(i, "connection lost")
+                continue
+            got += k
+            c.data_received(mv[:k])
+            if self.stage[i] < _ROUTABLE:
+                self._advance(i, c, t0)
+        return got
+
+    def run(self, t0: int) -> None:
+        """Until every client is routable (or the deadline): returns at once when it is."""
+        n = self.n
+        next_reprobe = time.monotonic() + 0.1
+        while time.monotonic() < self.deadline:
+            while self.next < n and self.opening < self.concurrency:
+                self._open(self.next, t0)
+                self.next += 1
+            if self.ppending:
+                self.probe_write(b"")
+            self._read(0.01, t0)
+            if self.next >= n and self.routable + self.failed >= n:
+                break
+            now = time.monotonic()
+            if now >= next_reprobe:  # stragglers get their probe again every 0.5 s
+                next_reprobe = now + 0.1
+                ns = now_ns()
+                stale = [i for i in range(self.next) if self.stage[i] == _PROBED and ns - self.probed_at[i] > 500_000_000]
+                if stale:
+                    self.reprobes += len(stale)
+                    self.probe_write(b"".join(probe_frame(f"s{i}") for i in stale))
+                    for i in stale:
+                        self.probed_at[i] = ns
+
+    def settle(self, quiet: float, limit: float) -> bool:
+        """Keep reading until nothing arrived for ``quiet`` s (at most ``limit`` s)."""
+        t_end = time.monotonic() + limit
+        since = time.monotonic()
+        while time.monotonic() < t_end:
+            if self._read(0.02, 0):
+                since = time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return True
+        return False
+
+
 async def storm_session(plan: dict[str, Any], url: str, pid: int | None, conns: list[WSConn]) -> None:
     n = int(plan.get("clients", 1000))
     token = plan.get("token")
     limit = float(plan.get("timeout", 60))
-    sem = asyncio.Semaphore(int(plan.get("concurrency", 1000)))
     st = Stats()
     probe = await open_ws(st, url, "probe", counted=False)
     conns.append(probe)
@@ -1004,72 +1259,35 @@ async def storm_session(plan: dict[str, Any], url: str, pid: int | None, conns: 
     log(f"storm: {n} clients")
     rss_before = proc_rss_kib(pid)
     cpu_before = proc_cpu_s(pid)
-    clients: list[WSConn | None] = [None] * n
-    t_conn = [0] * n
-    t_auth = [0] * n
-    t_ann = [0] * n
-    probed_at = [0] * n
     lg_cpu0 = self_cpu_s()
     host0 = host_busy_s()
     t0 = now_ns()
-    deadline = time.monotonic() + limit  # for the whole storm: connect, announce, routable
-
-    def left() -> float:
-        return max(0.01, deadline - time.monotonic())
-
-    async def one(i: int) -> None:
-        async with sem:
-            c = await open_ws(st, url, f"s{i}", counted=False, timeout=left())
-        clients[i] = c
-        conns.append(c)
-        t_conn[i] = now_ns() - t0
-        if token is not None:
-            fut = c.watch(b"module:authenticated")
-            c.send_json({"type": "module:authenticate", "data": {"token": token}})
-            await asyncio.wait_for(fut, left())
-            t_auth[i] = now_ns() - t0
-        fut = c.watch(b'"kind":"pong"')
-        c.write(client_frame(dumps(announce(c.name, "bench-storm", {"role": "storm"}))) + client_frame(dumps(PING)))
-        await asyncio.wait_for(fut, left())
-        t_ann[i] = now_ns() - t0
-        probed_at[i] = now_ns()
-        probe.write(probe_frame(c.name))
-
-    tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
-    _, pending = await asyncio.wait(tasks, timeout=left())
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    errors = [repr(t.exception()) for t in tasks if not t.cancelled() and t.exception() is not None]
-    if pending:
-        errors.insert(0, f"{len(pending)} clients not announced within {limit:g} s")
-    # every client gets its probe (stragglers are probed again every 0.5 s), until the deadline
-    reprobes = 0
-    while time.monotonic() < deadline:
-        waiting = [i for i, c in enumerate(clients) if c is not None and not c.first_bench]
-        if not waiting and not pending:
-            break
-        now = now_ns()
-        stale = [i for i in waiting if probed_at[i] and now - probed_at[i] > 500_000_000]
-        if stale:
-            reprobes += len(stale)
-            probe.write(b"".join(probe_frame(f"s{i}") for i in stale))
-            for i in stale:
-                probed_at[i] = now
-        await asyncio.sleep(0.01)
-    live = [c for c in clients if c is not None]
-    routable = [c for c in live if c.first_bench]
-    t_routable = (max(c.first_bench for c in routable) - t0) / 1e9 if len(routable) == n else None
-    ctl_at_routable = sum(c.ctl_bytes for c in live)
-    cpu_at_routable = proc_cpu_s(pid) - cpu_before
-    lg_cpu = self_cpu_s() - lg_cpu0
-    storm_wall = (now_ns() - t0) / 1e9
-    other = others_pct(host_busy_s() - host0, cpu_at_routable, lg_cpu, storm_wall)
-    log("storm: all routable" if t_routable is not None else "storm: NOT all routable")
-    # wait for the control traffic to end (the hub's coalesced registry syncs) before reading
-    # the server's RSS; after a storm that timed out, only briefly
-    settle_limit = float(plan.get("settle_limit", 20)) if t_routable is not None else 1.0
-    settled = await wait_quiet(live + [probe], quiet=float(plan.get("settle_quiet", 0.5)), limit=settle_limit)
+    pump = StormPump(st, url, n, token, int(plan.get("concurrency", 1000)), probe, time.monotonic() + limit)
+    try:
+        pump.run(t0)
+        clients = pump.clients
+        conns.extend(c for c in clients if c is not None)
+        t_conn, t_auth, t_ann = pump.t_conn, pump.t_auth, pump.t_ann
+        errors = pump.errors[:]
+        missing = n - pump.routable
+        if missing and not errors:
+            errors.insert(0, f"{missing} clients not routable within {limit:g} s")
+        live = [c for c in clients if c is not None]
+        routable = [c for c in live if c.first_bench]
+        t_routable = (max(c.first_bench for c in routable) - t0) / 1e9 if len(routable) == n else None
+        reprobes = pump.reprobes
+        ctl_at_routable = sum(c.ctl_bytes for c in live)
+        cpu_at_routable = proc_cpu_s(pid) - cpu_before
+        lg_cpu = self_cpu_s() - lg_cpu0
+        storm_wall = (now_ns() - t0) / 1e9
+        other = others_pct(host_busy_s() - host0, cpu_at_routable, lg_cpu, storm_wall)
+        log("storm: all routable" if t_routable is not None else "storm: NOT all routable")
+        # wait for the control traffic to end (the hub's coalesced registry syncs) before reading
+        # the server's RSS; after a storm that timed out, only briefly
+        settle_limit = float(plan.get("settle_limit", 20)) if t_routable is not None else 1.0
+        settled = pump.settle(float(plan.get("settle_quiet", 0.5)), settle_limit)
+    finally:
+        pump.close()
     await asyncio.sleep(quiet)
     log("storm: settled")
     rss_after = proc_rss_kib(pid)

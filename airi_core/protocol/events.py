@@ -15,7 +15,9 @@ says so), and confines the sender's superjson ``meta`` to ``data`` (see :func:`c
 from __future__ import annotations
 
 import json
+import os
 import secrets
+from base64 import urlsafe_b64encode
 from collections.abc import Callable
 from typing import Any
 
@@ -192,9 +194,32 @@ def canonical(value: Any) -> bytes:
     return _encoder.encode(value).encode()
 
 
+_ID_POOL_BYTES = 16 * 256  # random bytes fetched at once: one getrandom() per 256 ids
+
+
+class _IdPool:
+    __slots__ = ("bytes", "pos")
+
+    def __init__(self) -> None:
+        self.bytes = b""
+        self.pos = 0
+
+
+_ids = _IdPool()
+if hasattr(os, "register_at_fork"):  # a forked child must not hand out its parent's next ids
+    os.register_at_fork(after_in_child=lambda: setattr(_ids, "pos", len(_ids.bytes)))
+
+
 def new_id() -> str:
-    """A fresh random event/instance id (URL-safe, 21 characters like nanoid)."""
-    return secrets.token_urlsafe(16)[:21]
+    """A fresh random event/instance id (URL-safe, 21 characters like nanoid): 126 bits from the
+    OS's cryptographic random source, as ``secrets.token_urlsafe(16)[:21]`` gives, taken from a
+    pool filled 4 KiB at a time (a getrandom() call per id was 1-2% of a connection storm)."""
+    pool = _ids
+    pos = pool.pos
+    if pos + 16 > len(pool.bytes):
+        pool.bytes, pos = secrets.token_bytes(_ID_POOL_BYTES), 0
+    pool.pos = pos + 16
+    return urlsafe_b64encode(pool.bytes[pos : pos + 16])[:21].decode()
 
 
 class DecodeError(Exception):

@@ -236,13 +236,22 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": _cut(record.getMessage(), limit),
         }
-        for key, value in vars(record).items():
-            if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value if isinstance(value, (int, float, bool, type(None))) else _cut(str(value), limit)
+        for key, value in _extras(record):
+            out[key] = value if isinstance(value, (int, float, bool, type(None))) else _cut(str(value), limit)
         if record.exc_info:
             out["error"] = _cut(self.formatException(record.exc_info), 16 * limit)
         text = json.dumps(out, ensure_ascii=False)
         return text.translate(_JSON_ESCAPES) if _JSON_RE.search(text) else text
+
+
+def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
+    """The ``extra=`` fields of ``record`` in the order given (not the standard attributes, not
+    ``_private`` ones); the set difference keeps the common case, none, cheap."""
+    fields = vars(record)
+    names = fields.keys() - _STD_ATTRS
+    if not names:
+        return []
+    return [(k, v) for k, v in fields.items() if k in names and not k.startswith("_")]
 
 
 def _cut(text: str, limit: int) -> str:
@@ -275,14 +284,18 @@ class PrettyHandler(logging.Handler):
         self._paint = paint
         self._levels = {lvl: paint(f"{_NAMES[lvl]:<5}", style) for lvl, style in self._STYLES.items()}
         self._dim_open, self._dim_close = (paint("\0", "dim").split("\0") + [""])[:2] if colors else ("", "")
+        self._second = -1
+        self._stamp = ""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             limit = self.max_chars
             level = self._levels.get(record.levelno) or self._levels[logging.ERROR if record.levelno > logging.ERROR else logging.INFO]
-            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-            line = f"{self._dim_open}{stamp}{self._dim_close} {level} {clip(record.getMessage(), limit)}"
-            extras = [f"{k}={clip(str(v), limit)}" for k, v in vars(record).items() if k not in _STD_ATTRS and not k.startswith("_")]
+            second = int(record.created)
+            if second != self._second:  # one strftime a second, not one a line
+                self._second, self._stamp = second, time.strftime("%H:%M:%S", time.localtime(second))
+            line = f"{self._dim_open}{self._stamp}{self._dim_close} {level} {clip(record.getMessage(), limit)}"
+            extras = [f"{k}={clip(str(v), limit)}" for k, v in _extras(record)]
             if extras:
                 line += f"  {self._dim_open}{' '.join(extras)}{self._dim_close}"
             if record.levelno >= logging.WARNING and record.name != "airi":

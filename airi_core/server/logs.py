@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Hashable
 from contextvars import ContextVar
+from itertools import islice
 from typing import Any, TextIO
 
 __all__ = [
@@ -58,6 +59,8 @@ LEVELS: dict[str, int] = {
 _NAMES = {TRACE: "trace", logging.DEBUG: "debug", logging.INFO: "log", logging.WARNING: "warn", logging.ERROR: "error", logging.CRITICAL: "error"}
 
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+#: how many attributes ``LogRecord.__init__`` sets (the extra fields come after them)
+_N_STD = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 
 
 #: The peer whose frames the running task handles (set by the transport in each connection's
@@ -246,12 +249,9 @@ class JsonFormatter(logging.Formatter):
 
 def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
     """The ``extra=`` fields of ``record`` in the order given (not the standard attributes, not
-    ``_private`` ones); the set difference keeps the common case, none, cheap."""
-    fields = vars(record)
-    names = fields.keys() - _STD_ATTRS
-    if not names:
-        return []
-    return [(k, v) for k, v in fields.items() if k in names and not k.startswith("_")]
+    ``_private`` ones). A record's standard attributes come first (``LogRecord.__init__`` sets
+    them), so only what follows them is looked at."""
+    return [(k, v) for k, v in islice(vars(record).items(), _N_STD, None) if k not in _STD_ATTRS and k[:1] != "_"]
 
 
 def _cut(text: str, limit: int) -> str:

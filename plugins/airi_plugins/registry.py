@@ -129,6 +129,7 @@ class ModuleRegistryPlugin:
         self._timer: asyncio.TimerHandle | None = None
         self._first_change = 0.0
         self._changes = 0  # announces and de-announces since the timer was set
+        self._due = 0.0  # when the coalesced sync goes out (the timer may fire before, then waits)
         self._next_allowed = 0.0  # bandwidth budget: no broadcast sync before this time
         self._settings = RegistrySettings()
         self._max_registry = 0
@@ -194,8 +195,6 @@ class ModuleRegistryPlugin:
         if self._timer is None:
             self._first_change = now
             self._changes = 0
-        else:
-            self._timer.cancel()
         self._changes += 1
         at = now + debounce
         # a burst holds the sync back for at most sync_max_delay_ms, and only once its deltas
@@ -205,9 +204,18 @@ class ModuleRegistryPlugin:
         entries = max(1, len(self._announcers))
         if self._changes * (self._total / entries + 250) >= 10 * self._total:
             at = min(at, self._first_change + self._settings.sync_max_delay_ms / 1000)
-        self._timer = loop.call_at(max(at, self._next_allowed), self._flush, hub)
+        due = self._due = max(at, self._next_allowed)
+        timer = self._timer
+        if timer is None or timer.when() > due:  # else it fires earlier and waits the rest
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(due, self._flush, hub)
 
     def _flush(self, hub: Hub) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() + 0.001 < self._due:  # changes since the timer was set moved the sync on
+            self._timer = loop.call_at(self._due, self._flush, hub)
+            return
         self._timer = None
         size = self._sync_to(hub, list(hub.registry.authenticated()))
         self._next_allowed = asyncio.get_running_loop().time() + size / self._settings.sync_bytes_per_second

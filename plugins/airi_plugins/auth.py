@@ -49,6 +49,7 @@ authenticated as another client``). The checks live in a second object, ``auth.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -154,7 +155,13 @@ def address_key(remote: str) -> str:
     """What the throttle counts failures by, from ``peer.remote`` (``ip:port``): the IPv4
     address, or the /64 network of an IPv6 one."""
     host = remote.rpartition(":")[0] if ":" in remote else remote
-    host = host.strip("[]")
+    return _host_key(host.strip("[]"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_key(host: str) -> str:
+    """:func:`address_key` of one host (parsed once: the few hosts a hub sees connect again and
+    again; an address parse was 2% of a connection storm)."""
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

@@ -565,6 +565,44 @@ def policy_route(name: str) -> bytes:
     return dumps({"destinations": [dest]})
 
 
+def read_some(fd: int, buf: bytearray | memoryview) -> int:
+    """Read what ``fd`` has into ``buf``: the number of bytes, 0 at end of stream or on an
+    error, -1 when nothing is there yet."""
+    try:
+        return os.readv(fd, (buf,))
+    except BlockingIOError:
+        return -1
+    except OSError:
+        return 0
+
+
+class RawWriter:
+    """Writes to a connection's socket directly (outside asyncio, whose reading of it is paused
+    meanwhile); what the socket cannot take at once waits in ``pending`` for :meth:`flush`."""
+
+    __slots__ = ("conn", "fd", "pending")
+
+    def __init__(self, conn: WSConn) -> None:
+        assert conn.transport is not None
+        self.conn = conn
+        self.fd = conn.transport.get_extra_info("socket").fileno()
+        self.pending = b""
+
+    def write(self, data: bytes) -> None:
+        self.pending = self.pending + data if self.pending else data
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            n = os.write(self.fd, self.pending)
+        except BlockingIOError:
+            return
+        self.conn.tx_bytes += n
+        self.pending = self.pending[n:]
+
+
 class Pump:
     """The measurement loop of one case, outside asyncio: while it runs, the receivers' sockets
     are read by this loop (their asyncio readers are paused) and the sender's frames are written
@@ -584,11 +622,9 @@ class Pump:
             fd = r.transport.get_extra_info("socket").fileno()
             self.by_fd[fd] = r
             self.ep.register(fd, select.EPOLLIN)
-        assert sender.transport is not None
-        self.sfd = sender.transport.get_extra_info("socket").fileno()
+        self.out = RawWriter(sender)
         self.rbuf = bytearray(1 << 18)
         self.mv = memoryview(self.rbuf)
-        self.pending = b""
         self.rss: list[tuple[float, int]] = []
         self.delivered: list[tuple[float, int]] = []
         self.next_sample = 0.0
@@ -600,31 +636,14 @@ class Pump:
             if r.transport is not None and not r.transport.is_closing():
                 r.transport.resume_reading()
 
-    def write(self, data: bytes) -> None:
-        self.pending = self.pending + data if self.pending else data
-        self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        try:
-            n = os.write(self.sfd, self.pending)
-        except BlockingIOError:
-            return
-        self.sender.tx_bytes += n
-        self.pending = self.pending[n:]
-
     def read(self, timeout: float) -> int:
         """Read every receiver socket that is ready (waiting at most ``timeout`` s)."""
         events = self.ep.poll(timeout)
         by_fd, rbuf, mv = self.by_fd, self.rbuf, self.mv
         for fd, _ in events:
-            try:
-                n = os.readv(fd, (rbuf,))
-            except BlockingIOError:
+            n = read_some(fd, rbuf)
+            if n < 0:
                 continue
-            except OSError:
-                n = 0
             if n == 0:
                 self.ep.unregister(fd)
                 continue
@@ -712,21 +731,21 @@ def run_case(
                 break
             if not st.recording and t >= t_start:
                 begin()
-            pump.flush()
+            pump.out.flush()
             if mode == "sat":
-                while not pump.pending:
+                while not pump.out.pending:
                     room = window - (sent - st.delivered // fanout)
                     if room <= 0:
                         break
                     k = min(room, batch)
-                    pump.write(build(k, now_ns()))
+                    pump.out.write(build(k, now_ns()))
                     sent += k
-                can_send = not pump.pending and window - (sent - st.delivered // fanout) > 0
+                can_send = not pump.out.pending and window - (sent - st.delivered // fanout) > 0
                 timeout = 0.0 if can_send else 0.005
             else:
                 due = int((t - t_begin) * rate / 1e9) - sent
                 if due > 0:
-                    pump.write(build(due, t))
+                    pump.out.write(build(due, t))
                     sent += due
                 timeout = 0.0005
             if interval:
@@ -735,7 +754,7 @@ def run_case(
                     time.sleep(wait)
                 next_read = time.monotonic() + interval
                 timeout = 0.0 if interval else timeout
-            if pump.pending:
+            if pump.out.pending:
                 timeout = min(timeout, 0.0005)
             pump.read(min(timeout, max(0.0, (t_stop - now_ns()) / 1e9)))
         if not st.recording:
@@ -749,8 +768,8 @@ def run_case(
         delivered = st.rec_delivered
         # drain: whatever is still in flight
         drain_end = time.monotonic() + float(case.get("drain_timeout", 10))
-        while (pump.pending or st.delivered < sent * fanout) and time.monotonic() < drain_end:
-            pump.flush()
+        while (pump.out.pending or st.delivered < sent * fanout) and time.monotonic() < drain_end:
+            pump.out.flush()
             pump.read(0.005)
         complete = st.delivered >= sent * fanout
     finally:
@@ -1066,17 +1085,7 @@ class StormPump:
         probe.transport.pause_reading()
         self.pfd = probe.transport.get_extra_info("socket").fileno()
         self.ep.register(self.pfd, select.EPOLLIN)
-        self.ppending = b""
-
-    # -- the probe connection ------------------------------------------------------------------
-    def probe_write(self, data: bytes) -> None:
-        self.ppending = self.ppending + data if self.ppending else data
-        try:
-            k = os.write(self.pfd, self.ppending)
-        except BlockingIOError:
-            return
-        self.probe.tx_bytes += k
-        self.ppending = self.ppending[k:]
+        self.probe_out = RawWriter(probe)
 
     def close(self) -> None:
         self.ep.close()
@@ -1144,7 +1153,7 @@ class StormPump:
             self.t_ann[i] = now_ns() - t0
             stage = _PROBED
             self.probed_at[i] = now_ns()
-            self.probe_write(probe_frame(c.name))
+            self.probe_out.write(probe_frame(c.name))
         if stage == _PROBED and c.first_bench:
             stage = _ROUTABLE
             self.routable += 1
@@ -1157,12 +1166,9 @@ class StormPump:
         mv = _SCRATCH
         for fd, ev in self.ep.poll(timeout):
             if fd == self.pfd:
-                try:
-                    k = os.readv(fd, (mv,))
-                except BlockingIOError:
+                k = read_some(fd, mv)
+                if k < 0:
                     continue
-                except OSError:
-                    k = 0
                 if k == 0:
                     self.ep.unregister(fd)
                     self.errors.append("probe: connection lost")
@@ -1190,12 +1196,9 @@ class StormPump:
                 continue
             if t.pending:
                 t.flush()
-            try:
-                k = t.sock.recv_into(mv)
-            except BlockingIOError:
+            k = read_some(fd, mv)
+            if k < 0:
                 continue
-            except OSError:
-                k = 0
             if k == 0:
                 self.by_fd.pop(fd, None)
                 self.ep.unregister(fd)
@@ -1217,8 +1220,7 @@ class StormPump:
             while self.next < n and self.opening < self.concurrency:
                 self._open(self.next, t0)
                 self.next += 1
-            if self.ppending:
-                self.probe_write(b"")
+            self.probe_out.flush()
             self._read(0.01, t0)
             if self.next >= n and self.routable + self.failed >= n:
                 break
@@ -1229,7 +1231,7 @@ class StormPump:
                 stale = [i for i in range(self.next) if self.stage[i] == _PROBED and ns - self.probed_at[i] > 500_000_000]
                 if stale:
                     self.reprobes += len(stale)
-                    self.probe_write(b"".join(probe_frame(f"s{i}") for i in stale))
+                    self.probe_out.write(b"".join(probe_frame(f"s{i}") for i in stale))
                     for i in stale:
                         self.probed_at[i] = ns
 

@@ -342,3 +342,36 @@ async def test_token_never_logged_with_websocket_trace(tmp_path: Path) -> None:
     out = hub.output()
     assert _json_lines(hub.stderr)
     assert TOKEN not in out and WRONG not in out, out
+
+
+async def test_a_burst_of_connection_lines_is_counted_not_lost(tmp_path: Path) -> None:
+    """Over logging.connection_lines_per_second, connection and announce lines go to debug and a
+    line a second counts them: every one is either logged or counted."""
+    path = write_config(tmp_path, '[logging]\nformat = "json"\nconnection_lines_per_second = 2\n')
+    hub = HubProcess(["serve", "--config", str(path), "--port", "0"])
+    try:
+        url = await hub.await_listening()
+        clients = [await connect_client(url, f"burst-{i}", announce=True) for i in range(6)]
+        await wait_until(lambda: "more lines about connections and modules" in hub.stderr, 10, "the count of demoted lines", every=0.05)
+        for c in clients:
+            await c.close()
+        hub.send_signal(signal.SIGTERM)
+        assert await hub.await_exit(10) == 0, hub.output()
+    finally:
+        hub.stop()
+    records = _json_lines(hub.stderr)
+    logged = {kind: 0 for kind in ("connected", "announced", "closed")}
+    counted = dict(logged)
+    for r in records:
+        message = r["message"]
+        for kind in logged:
+            if message.startswith(kind + " "):
+                logged[kind] += 1
+        m = re.match(r"(\d+) more lines about connections and modules in the last second, at level debug: (.*) \(", message)
+        if m:
+            parts = dict(p.rsplit(" ", 1) for p in m.group(2).split(", "))
+            assert sum(int(n) for n in parts.values()) == int(m.group(1)), message
+            for kind, n in parts.items():
+                counted[kind] += int(n)
+    assert sum(counted.values()) > 0, records
+    assert {kind: logged[kind] + counted[kind] for kind in logged} == {"connected": 6, "announced": 6, "closed": 6}, (logged, counted)

@@ -200,6 +200,7 @@ def setup_logging_from(settings: Settings) -> None:
     setup_logging(
         lg.level, lg.format, lg.websocket_level, lg.websocket_format,
         max_message_chars=lg.max_message_chars, peer_lines_per_second=lg.peer_lines_per_second,
+        connection_lines_per_second=lg.connection_lines_per_second,
     )
 
 
@@ -286,6 +287,9 @@ async def _serve(settings: Settings, plugins: PluginSet, origin: str | None, loa
     await stop.wait()
     hub.log.info("shutting down: closing %d peers", len(hub.registry))
     await hub.shutdown()
+    from .logs import flush_lifecycle
+
+    flush_lifecycle()  # the count of the last second's connection lines, if any
     hub.log.info("stopped")
     return 0
 

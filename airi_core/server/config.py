@@ -156,6 +156,9 @@ class LoggingConfig(_Section):
     #: lines at level log and above about one peer, per second; the rest are counted and
     #: summarized in one line (0 = no limit)
     peer_lines_per_second: float = Field(10, ge=0)
+    #: lines about connections opened and closed and modules announced, per second; the rest go
+    #: out at level debug and are counted in one line a second (0 = no limit)
+    connection_lines_per_second: float = Field(20, ge=0)
 
 
 

@@ -69,6 +69,7 @@ from .counts import Counts
 from .decisions import Accept, Broadcast, Drop, Reject, Targets
 from .hooks import Hooks, PluginError, awaitable
 from .http import HttpEndpoints, Readiness
+from .logs import lifecycle_level
 from .peer import Peer
 from .plugins import PluginSet, discover_plugins
 from .registry import PeerRegistry
@@ -310,7 +311,8 @@ class Hub:
         peer.last_seen = time.monotonic()
         self.registry.add(peer)
         self.stats["connections"] += 1
-        self.wslog.info("connected %s from %s (%d peers)", peer.id, peer.remote, len(self.registry), extra={"peer": peer.id})
+        self.wslog.log(lifecycle_level("connected"), "connected %s from %s (%d peers)", peer.id, peer.remote, len(self.registry),
+                       extra={"peer": peer.id})
         try:
             res = _maybe(self._hooks.peer_connected(self, peer))
             if res is not None:

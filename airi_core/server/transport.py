@@ -57,7 +57,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .config import BUILTIN_ORIGINS, normalize_origin, origin_site
-from .logs import Throttle, current_peer, release_peer
+from .logs import Throttle, current_peer, lifecycle_level, release_peer
 from .peer import Peer
 
 if TYPE_CHECKING:
@@ -706,7 +706,8 @@ class Transport:
                     peer.describe, self.settings.limits.max_frame_bytes, extra={"peer": peer.id},
                 )
             release_peer(peer.id)  # the count of its suppressed log lines, before its last one
-            self.log.info("closed %s code=%s (%d peers)", peer.describe, ws.close_code, len(hub.registry), extra={"peer": peer.id})
+            self.log.log(lifecycle_level("closed"), "closed %s code=%s (%d peers)", peer.describe, ws.close_code, len(hub.registry),
+                         extra={"peer": peer.id})
 
     # -- the listening socket ----------------------------------------------------------------------
     async def listen(self, host: str, port: int) -> Server:

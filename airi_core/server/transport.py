@@ -187,16 +187,24 @@ class _Socket(ServerConnection):
                 self.hub_transport._pending_changed(self, pending)
 
 
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented WebSocket text frame (RFC 6455 section 5.2) carrying ``payload``."""
-    n = len(payload)
+def frame_head(n: int) -> bytes:
+    """The header of an unmasked, unfragmented WebSocket text frame (RFC 6455 section 5.2) of
+    ``n`` payload bytes."""
     if n < 126:
-        head = bytes((0x81, n))
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x81, 127, n)
-    return head + payload
+        return bytes((0x81, n))
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n)
+    return struct.pack("!BBQ", 0x81, 127, n)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame carrying ``payload``."""
+    return frame_head(len(payload)) + payload
+
+
+#: a payload at least this large is queued as header and payload (joined once, with whatever
+#: else goes to the peer in the same write) rather than copied into a frame first
+_SPLIT_BYTES = 4096
 
 
 class Connection:
@@ -222,7 +230,7 @@ class Connection:
         self.ws = ws
         sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
         self.fd = sock.fileno() if sock is not None and _ioctl is not None else -1  # for TIOCOUTQ
-        self.outbox: list[bytes] = []  # frames queued for the next flush
+        self.outbox: list[bytes] = []  # frames queued for the next flush (a large one as header, payload)
         self.run_pos = 0  # the frames of the transport's run before this index are not for it (or in its outbox)
         # progress: bytes written so far, bytes known drained when it last made progress, when
         # that was (0: nothing pending), the longest recent gap between drains
@@ -300,7 +308,8 @@ class Transport:
         With ``sender``, a receiver that holds senders back (behind and making progress) holds
         the sender back (see :meth:`throttle`); server-originated events (no sender) never hold
         anyone back."""
-        frame = text_frame(text.encode() if isinstance(text, str) else text)
+        payload = text.encode() if isinstance(text, str) else text
+        parts = (frame_head(len(payload)), payload) if len(payload) >= _SPLIT_BYTES else (text_frame(payload),)
         sent = 0
         dirty = self._dirty
         run = self._run
@@ -314,7 +323,7 @@ class Transport:
             if run and peer.authenticated and conn.run_pos < len(run):
                 outbox.extend(run[conn.run_pos :])  # its share of the run goes first
                 conn.run_pos = len(run)
-            outbox.append(frame)
+            outbox.extend(parts)
             sent += 1
             if conn.holds and sender is not None and sender._conn is not None:  # as of the last check
                 sender._conn.pressing = True

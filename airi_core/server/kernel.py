@@ -215,7 +215,7 @@ class Hub:
         encoded event."""
         text = self._encode(type, data, parent_id)
         if to is None:
-            self._transport.broadcast(text, exclude)  # queued once, whatever the number of peers
+            self._transport.broadcast(text, exclude, gather=True)  # queued once, whatever the number of peers
         else:
             self._transport.write([p for p in to if p is not exclude and p.authenticated and not p.closed], text)
         return len(text)

@@ -11,8 +11,8 @@ It accepts WebSocket connections on the configured path, hands every frame to th
   events, whatever the number of peers, and the run is joined once and written as the same bytes
   to every peer that has nothing else queued (a peer that gets something of its own, or is
   left out, takes its share of the run into its outbox first, so each peer's order holds); the
-  hub's own notifications may wait in the run a little longer for more of them (40 us per
-  authenticated peer, 40 ms at most), so that a storm of announces reaches each peer in fewer,
+  hub's own notifications may wait in the run a little longer for more of them once 100 peers or
+  more are authenticated (40 us per peer, 40 ms at most), so that a storm of announces reaches each peer in fewer,
   larger writes;
 - a peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*. Its progress is
   measured: the bytes its socket took (at least ``PROGRESS_BYTES`` count as progress) and the
@@ -206,9 +206,12 @@ def text_frame(payload: bytes) -> bytes:
 
 
 #: how long the hub's own notifications may gather in the run per authenticated peer, and at
-#: most (see Transport.broadcast): 40 us a peer, 40 ms for 1000 peers and more
+#: most (see Transport.broadcast): 40 us a peer, 4 ms for 100 peers, 40 ms for 1000 and more
 RUN_GATHER_PER_PEER_S = 40e-6
 RUN_GATHER_MAX_S = 0.04
+#: below this many authenticated peers nothing gathers: the writes are few anyway, and every
+#: peer has the notification by the time the event that caused it is answered
+RUN_GATHER_MIN_PEERS = 100
 
 #: a payload at least this large is queued as header and payload (joined once, with whatever
 #: else goes to the peer in the same write) rather than copied into a frame first
@@ -352,9 +355,9 @@ class Transport:
         and writes to every authenticated peer at the end of this loop iteration. Returns how
         many peers it is for. ``sender`` as in :meth:`write`.
 
-        With ``gather`` (the hub's own notifications: ``module:announced``, de-announces) the run
-        may wait up to ``RUN_GATHER_PER_PEER_S`` per authenticated peer (at most
-        ``RUN_GATHER_MAX_S``) for more, so that a burst of them reaches each peer in fewer,
+        With ``gather`` (the hub's own notifications: ``module:announced``, de-announces) and at
+        least ``RUN_GATHER_MIN_PEERS`` authenticated peers, the run may wait up to
+        ``RUN_GATHER_PER_PEER_S`` per authenticated peer (at most ``RUN_GATHER_MAX_S``) for more, so that a burst of them reaches each peer in fewer,
         larger writes (on loopback a 60 KB write costs the kernel half what four 15 KB ones do;
         a storm of 1000 announces is ~330 MB). Each peer's order holds: anything else sent to a
         peer takes its share of the run along, at once."""
@@ -376,7 +379,7 @@ class Transport:
             sender._conn.pressing = True
         if count > 0:
             self.hub.stats["messages_out"] += count
-        if gather and not self._run_due:
+        if gather and not self._run_due and count >= RUN_GATHER_MIN_PEERS:
             if self._run_timer is None:
                 delay = min(RUN_GATHER_MAX_S, count * RUN_GATHER_PER_PEER_S)
                 self._run_timer = (self._loop or asyncio.get_running_loop()).call_later(delay, self._run_ready)

@@ -20,7 +20,9 @@ Bounded control traffic (``[plugins.registry]``):
 - **Syncs never drop a reading peer**: the registry sync that follows announces and
   de-announces is coalesced: it goes out once the registry has been quiet for
   ``sync_debounce_ms`` (at most ``sync_max_delay_ms`` after the first change, once the burst's
-  deltas outweigh the sync 10 to 1: a storm costs each peer one listing), and the broadcast
+  deltas outweigh the sync 10 to 1: a storm costs each peer one listing; while
+  ``STORM_AUTHENTICATIONS`` connections that authenticated lately have not announced yet, it
+  waits for them rather than going out in a lull, also at most ``sync_max_delay_ms``), and the broadcast
   syncs together never use more than ``sync_bytes_per_second`` of any peer's bandwidth (after a
   sync of S bytes the next one waits at least S / budget). A peer that is *behind* (more than
   ``limits.outbound_soft_bytes`` unsent) is skipped and gets the then-current sync once it has
@@ -61,6 +63,11 @@ RETRY_S = 0.05
 #: at most this far ahead (a burst of small syncs, as the 2026-08 reference sends one per
 #: announce); beyond, the others get the next coalesced sync.
 SYNC_BURST_S = 0.5
+#: While at least this many connections authenticated within the last ``sync_max_delay_ms``
+#: have not announced yet, a storm is under way: the coalesced sync waits for it to end (at most
+#: ``sync_max_delay_ms`` after the first change) instead of going out in a lull of
+#: ``sync_debounce_ms`` (a busy loop makes such lulls), each one a full listing to every peer.
+STORM_AUTHENTICATIONS = 16
 #: ``max_registry_bytes`` is never below this, however close the outbound limits are.
 MIN_REGISTRY_BYTES = 16 * 1024
 
@@ -138,6 +145,7 @@ class ModuleRegistryPlugin:
         self._total = 0  # bytes of module entries registered through this plugin
         self._announcers: dict[Peer, _Announcer] = {}
         self._pending: dict[Peer, None] = {}  # behind at the last sync: sent once drained
+        self._unannounced: dict[Peer, float] = {}  # authenticated, no module yet -> since (loop time)
         self._retry: asyncio.TimerHandle | None = None
 
     @hookimpl
@@ -173,6 +181,7 @@ class ModuleRegistryPlugin:
                 handle.cancel()
         self._timer = self._retry = None
         self._pending.clear()
+        self._unannounced.clear()
 
     # -- syncs -----------------------------------------------------------------------------------
     def changed(self, hub: Hub, now_for: Peer | None = None) -> None:
@@ -214,8 +223,13 @@ class ModuleRegistryPlugin:
 
     def _flush(self, hub: Hub) -> None:
         loop = asyncio.get_running_loop()
-        if loop.time() + 0.001 < self._due:  # changes since the timer was set moved the sync on
+        now = loop.time()
+        if now + 0.001 < self._due:  # changes since the timer was set moved the sync on
             self._timer = loop.call_at(self._due, self._flush, hub)
+            return
+        hold = self._first_change + self._settings.sync_max_delay_ms / 1000
+        if now + 0.001 < hold and self._storm(now):  # more announces are on their way
+            self._timer = loop.call_at(min(hold, now + self._settings.sync_debounce_ms / 1000), self._flush, hub)
             return
         self._timer = None
         size = self._sync_to(hub, list(hub.registry.authenticated()))
@@ -250,6 +264,19 @@ class ModuleRegistryPlugin:
     @hookimpl
     def airi_peer_authenticated(self, hub: Hub, peer: Peer, parent_id: str | None) -> None:
         sync(hub, peer, parent_id)
+        if peer.origin is None and not peer.announced and not peer.modules:
+            self._unannounced[peer] = asyncio.get_running_loop().time()
+
+    def _storm(self, now: float) -> bool:
+        """Whether many connections authenticated lately and have not announced yet."""
+        waiting = self._unannounced
+        horizon = now - self._settings.sync_max_delay_ms / 1000
+        while waiting:  # oldest first: forget those past the horizon
+            peer, since = next(iter(waiting.items()))
+            if since >= horizon:
+                break
+            del waiting[peer]
+        return len(waiting) >= STORM_AUTHENTICATIONS
 
     def _check(
         self, peer: Peer, ann: Announcement, key: bytes, now: float, replacing: Module | None = None
@@ -316,6 +343,7 @@ class ModuleRegistryPlugin:
             _de_announced(hub, peer, previous, "re-announcing")
         elif not hub.registry.register_module(peer, ann.name, ann.index, ann.identity):
             return ACCEPT
+        self._unannounced.pop(peer, None)
         st = self._announcers[peer]
         self._total += size - st.legacy
         st.legacy = size
@@ -335,6 +363,7 @@ class ModuleRegistryPlugin:
         if done is None:
             return ACCEPT
         module, old = done
+        self._unannounced.pop(peer, None)
         st = self._announcers[peer]
         self._total += size - st.sizes.get(module.id, 0)
         st.sizes[module.id] = size
@@ -355,6 +384,7 @@ class ModuleRegistryPlugin:
     @hookimpl
     def airi_peer_disconnected(self, hub: Hub, peer: Peer, reason: str) -> None:
         self._pending.pop(peer, None)
+        self._unannounced.pop(peer, None)
         st = self._announcers.pop(peer, None)
         if st is not None:
             self._total -= st.legacy + sum(st.sizes.values())

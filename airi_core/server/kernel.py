@@ -311,8 +311,8 @@ class Hub:
         peer.last_seen = time.monotonic()
         self.registry.add(peer)
         self.stats["connections"] += 1
-        self.wslog.log(lifecycle_level("connected"), "connected %s from %s (%d peers)", peer.id, peer.remote, len(self.registry),
-                       extra={"peer": peer.id})
+        self.wslog.log(lifecycle_level("connected"), "connected %s from %s (%d peers)", peer.id, peer.remote,
+                       len(self.registry), extra={"peer": peer.id})
         try:
             res = _maybe(self._hooks.peer_connected(self, peer))
             if res is not None:

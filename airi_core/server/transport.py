@@ -12,8 +12,8 @@ It accepts WebSocket connections on the configured path, hands every frame to th
   to every peer that has nothing else queued (a peer that gets something of its own, or is
   left out, takes its share of the run into its outbox first, so each peer's order holds); the
   hub's own notifications may wait in the run a little longer for more of them once 100 peers or
-  more are authenticated (40 us per peer, 40 ms at most), so that a storm of announces reaches each peer in fewer,
-  larger writes;
+  more are authenticated (40 us per peer, 40 ms at most), so that a storm of announces reaches
+  each peer in fewer, larger writes;
 - a peer whose unsent backlog passes ``limits.outbound_soft_bytes`` is *behind*. Its progress is
   measured: the bytes its socket took (at least ``PROGRESS_BYTES`` count as progress) and the
   gaps between such drains. While it makes progress (it drained within its own window: 3x its
@@ -357,9 +357,10 @@ class Transport:
 
         With ``gather`` (the hub's own notifications: ``module:announced``, de-announces) and at
         least ``RUN_GATHER_MIN_PEERS`` authenticated peers, the run may wait up to
-        ``RUN_GATHER_PER_PEER_S`` per authenticated peer (at most ``RUN_GATHER_MAX_S``) for more, so that a burst of them reaches each peer in fewer,
-        larger writes (on loopback a 60 KB write costs the kernel half what four 15 KB ones do;
-        a storm of 1000 announces is ~330 MB). Each peer's order holds: anything else sent to a
+        ``RUN_GATHER_PER_PEER_S`` per authenticated peer (at most ``RUN_GATHER_MAX_S``) for more,
+        so that a burst of them reaches each peer in fewer, larger writes (on loopback a 60 KB
+        write costs the kernel half what four 15 KB ones do; a storm of 1000 announces is
+        ~270 MB). Each peer's order holds: anything else sent to a
         peer takes its share of the run along, at once."""
         frame = text_frame(text.encode() if isinstance(text, str) else text)
         run = self._run
@@ -753,8 +754,8 @@ class Transport:
                     peer.describe, self.settings.limits.max_frame_bytes, extra={"peer": peer.id},
                 )
             release_peer(peer.id)  # the count of its suppressed log lines, before its last one
-            self.log.log(lifecycle_level("closed"), "closed %s code=%s (%d peers)", peer.describe, ws.close_code, len(hub.registry),
-                         extra={"peer": peer.id})
+            self.log.log(lifecycle_level("closed"), "closed %s code=%s (%d peers)", peer.describe, ws.close_code,
+                         len(hub.registry), extra={"peer": peer.id})
 
     # -- the listening socket ----------------------------------------------------------------------
     async def listen(self, host: str, port: int) -> Server:

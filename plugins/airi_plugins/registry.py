@@ -376,7 +376,8 @@ class ModuleRegistryPlugin:
             source = current if current is not None and source_consistent(current, module.identity) else extension_source(module.identity)
             registry.adopt(peer, module.identity, source, verified=True)
         if old is None or old.name != module.name:
-            hub.log.log(lifecycle_level("announced"), "announced %s (extension %s)", module.name, peer.extension_id, extra={"peer": peer.id})
+            hub.log.log(lifecycle_level("announced"), "announced %s (extension %s)", module.name, peer.extension_id,
+                        extra={"peer": peer.id})
         self.changed(hub, now_for=peer)
         hub.broadcast("extension:module:announced", ann.data, event.id)  # the sender included
         return ACCEPT

@@ -14,7 +14,7 @@ Nothing here imports the server or the client.
 from __future__ import annotations
 
 from . import errors
-from .events import HEARTBEAT_FRAMES, DecodeError, Event, decode_frame, dumps, new_id
+from .events import HEARTBEAT_FRAMES, DecodeError, Encoded, Event, decode_frame, dumps, new_id
 from .glob import compile_glob, glob_match
 from .identity import (
     SERVER_PLUGIN_ID,
@@ -32,6 +32,7 @@ __all__ = [
     "DecodeError",
     "decode_frame",
     "dumps",
+    "Encoded",
     "new_id",
     "HEARTBEAT_FRAMES",
     "SERVER_PLUGIN_ID",

@@ -220,6 +220,12 @@ class Hub:
             self._transport.write([p for p in to if p is not exclude and p.authenticated and not p.closed], text)
         return len(text)
 
+    def lifecycle_level(self, kind: str, level: int = logging.INFO) -> int:
+        """The level to log a line about a connection or module event at (``kind``: e.g.
+        ``"connected"``, ``"announced"``, ``"closed"``): ``level`` within
+        ``logging.connection_lines_per_second``, else debug, counted in a summary line."""
+        return lifecycle_level(kind, level)
+
     def backlog(self, peer: Peer) -> int:
         """Bytes sent to ``peer`` that it has not taken yet (queued in the hub or in the socket's
         write buffer); 0 for a peer without a socket. Compare with ``settings.limits``
@@ -311,7 +317,7 @@ class Hub:
         peer.last_seen = time.monotonic()
         self.registry.add(peer)
         self.stats["connections"] += 1
-        self.wslog.log(lifecycle_level("connected"), "connected %s from %s (%d peers)", peer.id, peer.remote,
+        self.wslog.log(self.lifecycle_level("connected"), "connected %s from %s (%d peers)", peer.id, peer.remote,
                        len(self.registry), extra={"peer": peer.id})
         try:
             res = _maybe(self._hooks.peer_connected(self, peer))

@@ -53,7 +53,6 @@ from airi_core import ACCEPT, Accept, Announcement, Event, Hub, Peer, Reject, er
 from airi_core import Module
 from airi_core.protocol.events import canonical
 from airi_core.protocol.identity import extension_source, instance_id_of, label_count, source_consistent
-from airi_core.server.logs import lifecycle_level
 
 from ._bucket import AnnounceBucket
 
@@ -347,7 +346,7 @@ class ModuleRegistryPlugin:
         st = self._announcers[peer]
         self._total += size - st.legacy
         st.legacy = size
-        hub.log.log(lifecycle_level("announced"), "announced %s (%s)", peer.describe, peer.plugin_id, extra={"peer": peer.id})
+        hub.log.log(hub.lifecycle_level("announced"), "announced %s (%s)", peer.describe, peer.plugin_id, extra={"peer": peer.id})
         hub.broadcast("module:announced", peer.module_entry(), event.id, exclude=peer)
         self.changed(hub)
         return ACCEPT
@@ -376,7 +375,7 @@ class ModuleRegistryPlugin:
             source = current if current is not None and source_consistent(current, module.identity) else extension_source(module.identity)
             registry.adopt(peer, module.identity, source, verified=True)
         if old is None or old.name != module.name:
-            hub.log.log(lifecycle_level("announced"), "announced %s (extension %s)", module.name, peer.extension_id,
+            hub.log.log(hub.lifecycle_level("announced"), "announced %s (extension %s)", module.name, peer.extension_id,
                         extra={"peer": peer.id})
         self.changed(hub, now_for=peer)
         hub.broadcast("extension:module:announced", ann.data, event.id)  # the sender included

@@ -301,6 +301,22 @@ class Cluster:
                 await c.close()
         self.clients.clear()
 
+    async def close(self) -> None:
+        """Close every client, then stop every instance."""
+        await self.close_clients()
+        for h in self.hubs:
+            h.stop()
+
+    async def sides(self, a: Instance, b: Instance) -> tuple[HubClient, HubClient, HubClient, HubClient]:
+        """An observer and a module on each of ``a`` and ``b``: ``(obs_a, obs_b, ma, mb)``."""
+        return (await self.client(a, nonce("obs-a")), await self.client(b, nonce("obs-b")),
+                await self.client(a, nonce("ma")), await self.client(b, nonce("mb")))
+
+
+def homes(*clients: HubClient) -> dict[str, str]:
+    """Each client's name -> the instance it is connected to (what ``converged`` expects)."""
+    return {c.name: c.home for c in clients}  # type: ignore[attr-defined]
+
 
 @pytest.fixture(scope="module")
 def pair_hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsServer, list[Instance]]]:
@@ -794,9 +810,7 @@ async def test_health_of_a_module_on_another_instance(nats_server, tmp_path):
             gone = await obs.wait_for("module:de-announced", lambda e: e["data"].get("name") == sleepy.name, start=s, timeout=6)
             assert gone["data"]["reason"] == "heartbeat expired"
     finally:
-        await cl.close_clients()
-        for h in hubs:
-            h.stop()
+        await cl.close()
 
 
 # == faults ========================================================================================
@@ -852,22 +866,16 @@ async def test_late_join_sigkill_and_graceful_shutdown(nats_server, tmp_path):
         assert await c.proc.await_exit(10) == 0
         await converged([obs_a], {obs_a.name: "fx-a", ma.name: "fx-a"}, timeout=3)
     finally:
-        await cl.close_clients()
-        for h in cl.hubs:
-            h.stop()
+        await cl.close()
 
 
 async def test_nats_restart_local_service_goes_on_and_registries_converge(nats_server, tmp_path):
     a, b = start_instances(tmp_path, nats_server.url, ["nr-a", "nr-b"], f"restart-{nats_server.port}")
     cl = Cluster(nats_server, [a, b])
     try:
-        obs_a = await cl.client(a, nonce("obs-a"))
-        obs_b = await cl.client(b, nonce("obs-b"))
-        ma = await cl.client(a, nonce("ma"))
-        mb = await cl.client(b, nonce("mb"))
+        obs_a, obs_b, ma, mb = await cl.sides(a, b)
         mb_gone = await cl.client(b, nonce("mb-gone"))
-        before = {obs_a.name: "nr-a", ma.name: "nr-a", obs_b.name: "nr-b", mb.name: "nr-b", mb_gone.name: "nr-b"}
-        await converged([obs_a, obs_b], before)
+        await converged([obs_a, obs_b], homes(obs_a, ma, obs_b, mb, mb_gone))
 
         logged = {h.id: len(h.proc.stderr_lines) for h in (a, b)}
         nats_server.stop()
@@ -889,7 +897,7 @@ async def test_nats_restart_local_service_goes_on_and_registries_converge(nats_s
         nats_server.start()
         for h in (a, b):
             await asyncio.to_thread(wait_readyz, h.proc, 200, 15)
-        after = {obs_a.name: "nr-a", ma.name: "nr-a", ma2.name: "nr-a", obs_b.name: "nr-b", mb.name: "nr-b"}
+        after = homes(obs_a, ma, ma2, obs_b, mb)
         await converged([obs_a, obs_b], after, timeout=10)
         # and cross-instance routing works again, both ways
         assert await xprobe_one(ma2, [mb, obs_b], [obs_a, obs_b], {"destinations": [f"module:{mb.name}"]}) == {mb.name}
@@ -905,9 +913,7 @@ async def test_nats_restart_local_service_goes_on_and_registries_converge(nats_s
             lost = [ln for ln in lines if ("lost" in ln or "unreachable" in ln) and ("cluster" in ln or "broker" in ln)]
             assert len(lost) == 1, f"{h.id} logged the broker loss {len(lost)} times:\n" + "\n".join(lines[-30:])
     finally:
-        await cl.close_clients()
-        for h in cl.hubs:
-            h.stop()
+        await cl.close()
 
 
 # == a 3-node NATS cluster =========================================================================
@@ -933,9 +939,7 @@ async def test_hubs_on_different_nodes_of_a_routed_nats_cluster(nats_cluster3, t
         res = await xprobe(mods[0], mods + obs, [{"type": etype, "route": {"delivery": {"mode": "consumer-group", "group": "g"}}}] * 3, obs, counts=True)
         assert only(res) == [mods[2].name] * 3
     finally:
-        await cl.close_clients()
-        for h in hubs:
-            h.stop()
+        await cl.close()
 
 
 async def test_hub_survives_the_loss_of_its_nats_node(nats_cluster3, tmp_path):
@@ -945,23 +949,16 @@ async def test_hub_survives_the_loss_of_its_nats_node(nats_cluster3, tmp_path):
     a, b = start_instances(tmp_path, [urls[0], urls[1]], ["nk-a", "nk-b"], f"nk-{nats_cluster3.servers[0].port}")
     cl = Cluster(nats_cluster3, [a, b])
     try:
-        obs_a = await cl.client(a, nonce("obs-a"))
-        obs_b = await cl.client(b, nonce("obs-b"))
-        ma = await cl.client(a, nonce("ma"))
-        mb = await cl.client(b, nonce("mb"))
-        expected = {obs_a.name: "nk-a", ma.name: "nk-a", obs_b.name: "nk-b", mb.name: "nk-b"}
-        await converged([obs_a, obs_b], expected)
+        obs_a, obs_b, ma, mb = await cl.sides(a, b)
+        await converged([obs_a, obs_b], homes(obs_a, ma, obs_b, mb))
         nats_cluster3.servers[0].kill()
         # A finds another node by itself; then modules announced on either side reach the other
         ma2 = await cl.client(a, nonce("ma2"))
-        expected[ma2.name] = "nk-a"
-        await converged([obs_a, obs_b], expected, timeout=15)
+        await converged([obs_a, obs_b], homes(obs_a, ma, ma2, obs_b, mb), timeout=15)
         await asyncio.to_thread(wait_readyz, a.proc, 200, 15)
         assert await xprobe_one(mb, [ma2, ma, obs_a], [obs_a, obs_b], {"destinations": [f"module:{ma2.name}"]}) == {ma2.name}
     finally:
-        await cl.close_clients()
-        for h in cl.hubs:
-            h.stop()
+        await cl.close()
 
 
 # == credentials and limits across instances ======================================================
@@ -1003,9 +1000,7 @@ async def test_receive_permissions_hold_for_senders_on_another_instance(nats_ser
         assert res == [set()]
         assert sender.error_messages(s0) == [NO_CONSUMER]
     finally:
-        await cl.close_clients()
-        for h in cl.hubs:
-            h.stop()
+        await cl.close()
 
 
 def frame_at_limit(sender: HubClient, pid: str, dests: list[str], size: int = 1024 * 1024) -> str:

@@ -34,19 +34,59 @@ PAYLOAD = "x" * 4000
 PUSH_SECONDS = 30  # upper bound on the push phase
 
 
+def _small_socket(port: int) -> socket.socket:
+    """A connected socket with a tiny kernel receive buffer (a peer that is behind at once)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _announce(name: str) -> str:
+    identity = {"id": f"{name}-1", "kind": "plugin", "plugin": {"id": name}}
+    return json.dumps({"type": "module:announce", "data": {"name": name, "identity": identity}})
+
+
+async def _join_small(hub: HubProcess, name: str, watcher: Any) -> Any:
+    """A raw client on a small socket, announced as ``name`` (``watcher`` has seen it listed)."""
+    ws = await connect(hub.url, sock=_small_socket(hub.port), max_queue=1, max_size=None)
+    await ws.send(_announce(name))
+    await watcher.wait_for("registry:modules:sync", lambda e: any(m["name"] == name for m in e["data"]["modules"]))
+    return ws
+
+
+async def _all_delivered_and_only_dropped(readers: list[Any], count: int, dropped: str, sample: Any = None) -> None:
+    """Every reader got ``stream:chunk`` 0..count-1 in order (``sample()`` after each), and the
+    only module de-announced is ``dropped``, as a slow consumer."""
+    for r in readers:
+        await r.wait_for("stream:chunk", lambda e: e["data"]["seq"] == count - 1, timeout=60)
+        if sample is not None:
+            sample()
+        seqs = [e["data"]["seq"] for e in r.received if e.get("type") == "stream:chunk"]
+        assert seqs == list(range(count)), f"{r.name} lost or reordered messages"
+    gone = await readers[0].wait_for("module:de-announced", lambda e: e["data"]["name"] == dropped, timeout=10)
+    assert gone["data"]["reason"] == "slow consumer"
+    for r in readers:
+        assert not any(e.get("type") == "module:de-announced" and e["data"]["name"] != dropped for e in r.received)
+
+
+async def _read_until_closed(ws: Any) -> None:
+    """The dropped peer finally reads: its backlog, then the close frame."""
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                await ws.recv()
+    except ConnectionClosed:
+        pass
+
+
 async def test_slow_consumer_is_dropped_and_others_get_everything(tmp_path: Path) -> None:
     with HubProcess.serve_text(CONFIG, tmp_path) as hub:
         baseline = rss_kib(hub.pid)
         receivers = [await connect_client(hub.url, f"r{i}", announce=True) for i in range(9)]
 
         # the slow peer: a tiny kernel receive buffer and a client that never calls recv()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", hub.port))
-        slow = await connect(hub.url, sock=sock, max_queue=1, max_size=None)
-        identity = {"id": "slow-1", "kind": "plugin", "plugin": {"id": "slow"}}
-        await slow.send(json.dumps({"type": "module:announce", "data": {"name": "slow", "identity": identity}}))
-        await receivers[0].wait_for("registry:modules:sync", lambda e: any(m["name"] == "slow" for m in e["data"]["modules"]))
+        slow = await _join_small(hub, "slow", receivers[0])
 
         sender = await connect_client(hub.url, "sender", announce=True)
         peak = baseline
@@ -60,23 +100,12 @@ async def test_slow_consumer_is_dropped_and_others_get_everything(tmp_path: Path
         sent = seq + 1
         push_s = time.monotonic() - t0
 
-        for r in receivers:
-            await r.wait_for("stream:chunk", lambda e: e["data"]["seq"] == sent - 1, timeout=60)
-            peak = max(peak, rss_kib(hub.pid))
-            seqs = [e["data"]["seq"] for e in r.received if e.get("type") == "stream:chunk"]
-            assert seqs == list(range(sent)), f"{r.name} lost or reordered messages"
-        gone = await receivers[0].wait_for("module:de-announced", lambda e: e["data"]["name"] == "slow", timeout=10)
-        assert gone["data"]["reason"] == "slow consumer"
-        for r in receivers:
-            assert not any(e.get("type") == "module:de-announced" and e["data"]["name"] != "slow" for e in r.received)
+        peaks = [peak]
+        await _all_delivered_and_only_dropped(receivers, sent, "slow", lambda: peaks.append(rss_kib(hub.pid)))
+        peak = max(peaks)
 
         # the slow peer finally reads: its backlog, then the close frame with code and reason
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    await slow.recv()
-        except ConnectionClosed:
-            pass
+        await _read_until_closed(slow)
         assert slow.close_code == 1008
         assert slow.close_reason == "slow consumer"
 
@@ -120,29 +149,15 @@ async def test_a_never_reading_peer_is_dropped_while_a_slow_reader_that_progress
             assert "uvloop" in Path(f"/proc/{hub.pid}/maps").read_text(), "the hub is not running uvloop"
         readers = [await connect_client(hub.url, f"r{i}", announce=True) for i in range(3)]
 
-        def small_socket() -> socket.socket:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", hub.port))
-            return sock
-
-        async def join(name: str) -> Any:
-            ws = await connect(hub.url, sock=small_socket(), max_queue=1, max_size=None)
-            identity = {"id": f"{name}-1", "kind": "plugin", "plugin": {"id": name}}
-            await ws.send(json.dumps({"type": "module:announce", "data": {"name": name, "identity": identity}}))
-            await readers[0].wait_for("registry:modules:sync", lambda e: any(m["name"] == name for m in e["data"]["modules"]))
-            return ws
-
-        stuck = await join("stuck")  # never calls recv()
+        stuck = await _join_small(hub, "stuck", readers[0])  # never calls recv()
         got: list[int] = []
         announced, read_all, finish = threading.Event(), threading.Event(), threading.Event()
 
         async def read_slowly() -> None:
             # its own thread and event loop: the readers' work in this process cannot starve it
             # (a reader that is not scheduled does not read, which the hub rightly calls stuck)
-            ws = await connect(hub.url, sock=small_socket(), max_queue=1, max_size=None)
-            identity = {"id": "slow-1", "kind": "plugin", "plugin": {"id": "slow"}}
-            await ws.send(json.dumps({"type": "module:announce", "data": {"name": "slow", "identity": identity}}))
+            ws = await connect(hub.url, sock=_small_socket(hub.port), max_queue=1, max_size=None)
+            await ws.send(_announce("slow"))
             announced.set()
             async with asyncio.timeout(90):
                 # a frame at a time with a pause after each: a few MB/s, far below the burst
@@ -166,21 +181,9 @@ async def test_a_never_reading_peer_is_dropped_while_a_slow_reader_that_progress
 
         assert await asyncio.to_thread(read_all.wait, 100), "the slow reader did not get the burst in time"
         assert got == list(range(BURST)), "the slow reader lost or reordered messages"
-        for r in readers:
-            await r.wait_for("stream:chunk", lambda e: e["data"]["seq"] == BURST - 1, timeout=60)
-            seqs = [e["data"]["seq"] for e in r.received if e.get("type") == "stream:chunk"]
-            assert seqs == list(range(BURST)), f"{r.name} lost or reordered messages"
-        gone = await readers[0].wait_for("module:de-announced", lambda e: e["data"]["name"] == "stuck", timeout=10)
-        assert gone["data"]["reason"] == "slow consumer"
-        for r in readers:
-            assert not any(e.get("type") == "module:de-announced" and e["data"]["name"] != "stuck" for e in r.received)
+        await _all_delivered_and_only_dropped(readers, BURST, "stuck")
 
-        try:  # the stuck peer finally reads: its backlog, then the close frame
-            async with asyncio.timeout(30):
-                while True:
-                    await stuck.recv()
-        except ConnectionClosed:
-            pass
+        await _read_until_closed(stuck)  # its backlog, then the close frame
         assert (stuck.close_code, stuck.close_reason) == (1008, "slow consumer")
         finish.set()
         await asyncio.to_thread(slow_thread.join, 30)

@@ -63,9 +63,10 @@ LEVELS: dict[str, int] = {
 }
 _NAMES = {TRACE: "trace", logging.DEBUG: "debug", logging.INFO: "log", logging.WARNING: "warn", logging.ERROR: "error", logging.CRITICAL: "error"}
 
-_STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_RECORD_ATTRS = tuple(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_STD_ATTRS = frozenset(_RECORD_ATTRS) | {"message", "asctime", "taskName"}
 #: how many attributes ``LogRecord.__init__`` sets (the extra fields come after them)
-_N_STD = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_N_STD = len(_RECORD_ATTRS)
 
 
 #: The peer whose frames the running task handles (set by the transport in each connection's
